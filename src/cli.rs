@@ -1,0 +1,214 @@
+//! The command line: clap definitions for the pipework grammar. Parsing only;
+//! no I/O. `into_spec` turns the parsed arguments into a typed `AttachSpec`.
+
+use std::time::Duration;
+
+use clap::{ArgAction, Parser, ValueEnum};
+
+use crate::error::{Error, Result};
+use crate::spec::{AddrSpec, AttachSpec, GuestRef, HostIfRef, IfName, MacVlan, MacvlanMode};
+
+const AFTER_HELP: &str = "\
+Examples:
+  pipe br1 web 192.168.1.10/24@192.168.1.1      veth into bridge br1 (created if missing), default route via .1
+  pipe eth0 web 10.0.0.5/24 02:12:34:56:78:9a   macvlan on eth0 with a fixed MAC
+  pipe -i eth2 br1 4711 10.1.1.2/24             guest by PID, container interface eth2
+  pipe --dry-run br1 web 0/0                    print the equivalent ip commands, change nothing
+
+GUEST is a PID, a netns path (/proc/PID/ns/net), a name under /var/run/netns, or a Docker
+container name or ID (DOCKER_HOST is honoured). ADDR is IP/PREFIX (IPv4 or IPv6) or 0/0 for
+no address; @GATEWAY replaces the container's default route. MAC is 02:.. or U:seed (pipework's
+derived MAC); @VLAN is an 802.1Q id.";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "pipe",
+    version,
+    about = "Give a running container another network interface: veth into a Linux bridge, or macvlan on a host interface",
+    after_help = AFTER_HELP,
+    disable_help_subcommand = true
+)]
+pub struct Cli {
+    /// Host interface: an existing bridge (veth into it), a missing name starting
+    /// with "br" (the bridge is created), any other interface (macvlan parent), or
+    /// mac:AA:BB:CC:DD:EE:FF.
+    #[arg(value_name = "HOST_IF", required_unless_present = "generate")]
+    pub host_if: Option<HostIfRef>,
+
+    /// The container: PID, netns path, netns name, or Docker container name/ID.
+    #[arg(value_name = "GUEST", required_unless_present = "generate")]
+    pub guest: Option<GuestRef>,
+
+    /// IP/PREFIX[@GATEWAY], or 0/0 for no address.
+    #[arg(value_name = "ADDR[@GATEWAY]", required_unless_present = "generate")]
+    pub addr: Option<AddrSpec>,
+
+    /// [MAC][@VLAN]: a unicast MAC or U:seed, optionally followed by @VLAN (1-4094).
+    #[arg(value_name = "[MAC][@VLAN]")]
+    pub mac_vlan: Option<MacVlan>,
+
+    /// Interface name inside the container.
+    #[arg(
+        short = 'i',
+        long = "container-ifname",
+        value_name = "IFNAME",
+        default_value = "eth1"
+    )]
+    pub ifname: IfName,
+
+    /// Host-side veth name (default: v{IFNAME}pl{PID}, or a hash when that is too long).
+    #[arg(short = 'l', long = "host-ifname", value_name = "IFNAME")]
+    pub host_ifname: Option<IfName>,
+
+    /// Address family, accepted for pipework compatibility (inferred from ADDR).
+    #[arg(short = 'a', long = "family", value_name = "4|6", value_parser = ["4", "6"])]
+    pub family: Option<String>,
+
+    /// MTU of the new interface (default: the bridge's or parent's MTU).
+    #[arg(long, value_name = "N")]
+    pub mtu: Option<u32>,
+
+    /// Mode of a macvlan.
+    #[arg(long, value_enum, default_value_t = ModeArg::Bridge, value_name = "MODE")]
+    pub macvlan_mode: ModeArg,
+
+    /// Print the plan as equivalent ip commands and change nothing.
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+
+    /// More logging (-v: info, -vv: debug, -vvv: trace); RUST_LOG also works.
+    #[arg(short, long, action = ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Do not link the container's namespace into /var/run/netns.
+    #[arg(long)]
+    pub no_netns_link: bool,
+
+    /// Seconds to wait for a starting container to get a PID.
+    #[arg(long, value_name = "SECS", default_value = "5")]
+    pub timeout: f64,
+
+    /// Print the man page or a completion script to stdout.
+    #[arg(long, value_enum, hide = true, value_name = "WHAT")]
+    pub generate: Option<Generate>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ModeArg {
+    Bridge,
+    Private,
+    Vepa,
+    Passthru,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Generate {
+    Man,
+    Bash,
+    Zsh,
+    Fish,
+}
+
+impl Cli {
+    pub fn into_spec(self) -> Result<AttachSpec> {
+        let missing = |what: &str| Error::Usage(format!("missing {what}; see pipe --help"));
+        let addr = self.addr.ok_or_else(|| missing("ADDR"))?;
+        if let (Some(f), Some(a)) = (&self.family, addr.addr) {
+            let want6 = f == "6";
+            if a.is_ipv6() != want6 {
+                return Err(Error::Usage(format!(
+                    "-a {f} does not match address {a}; drop -a (the family is inferred from the address)"
+                )));
+            }
+        }
+        if !(self.timeout.is_finite() && self.timeout >= 0.0) {
+            return Err(Error::Usage(format!(
+                "--timeout {} is not a number of seconds",
+                self.timeout
+            )));
+        }
+        let mv = self.mac_vlan.unwrap_or_default();
+        Ok(AttachSpec {
+            host_if: self.host_if.ok_or_else(|| missing("HOST_IF"))?,
+            guest: self.guest.ok_or_else(|| missing("GUEST"))?,
+            addr,
+            mac: mv.mac,
+            vlan: mv.vlan,
+            ifname: self.ifname,
+            host_ifname: self.host_ifname,
+            mtu: self.mtu,
+            macvlan_mode: match self.macvlan_mode {
+                ModeArg::Bridge => MacvlanMode::Bridge,
+                ModeArg::Private => MacvlanMode::Private,
+                ModeArg::Vepa => MacvlanMode::Vepa,
+                ModeArg::Passthru => MacvlanMode::Passthru,
+            },
+            netns_link: !self.no_netns_link,
+            timeout: Duration::from_secs_f64(self.timeout),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> std::result::Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("pipe").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn pipework_option_order_and_anywhere() {
+        // pipework: options right after HOST_IF.
+        let a = parse(&["br1", "-i", "eth2", "-l", "vh", "web", "10.0.0.2/24"]).unwrap();
+        let s = a.into_spec().unwrap();
+        assert_eq!(s.ifname.as_str(), "eth2");
+        assert_eq!(s.host_ifname.unwrap().as_str(), "vh");
+        // Options first, last, anywhere.
+        let a = parse(&["-i", "eth2", "br1", "web", "10.0.0.2/24", "--mtu", "1400"]).unwrap();
+        let s = a.into_spec().unwrap();
+        assert_eq!(s.ifname.as_str(), "eth2");
+        assert_eq!(s.mtu, Some(1400));
+        assert!(s.netns_link);
+    }
+
+    #[test]
+    fn defaults() {
+        let s = parse(&["eth0", "123", "0/0"]).unwrap().into_spec().unwrap();
+        assert_eq!(s.ifname.as_str(), "eth1");
+        assert_eq!(s.guest, GuestRef::Pid(123));
+        assert_eq!(s.addr.addr, None);
+        assert_eq!(s.macvlan_mode, MacvlanMode::Bridge);
+        assert_eq!(s.timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn mac_and_vlan_positional() {
+        let s = parse(&["eth0", "web", "10.0.0.2/24", "U:myhost.foo.com@100"])
+            .unwrap()
+            .into_spec()
+            .unwrap();
+        assert_eq!(s.mac.unwrap().to_string(), "02:72:6c:cd:9b:8d");
+        assert_eq!(s.vlan.unwrap().get(), 100);
+    }
+
+    #[test]
+    fn bad_values_are_usage_errors_naming_the_value() {
+        let e = parse(&["eth0", "web", "10.0.0.2"]).unwrap_err();
+        assert!(e.to_string().contains("no prefix length"), "{e}");
+        assert_eq!(e.exit_code(), 2);
+        let e = parse(&["eth0", "web", "10.0.0.2/24", "01:00:00:00:00:01"]).unwrap_err();
+        assert!(e.to_string().contains("multicast"), "{e}");
+        let e = parse(&["-i", "averyveryverylongname", "eth0", "web", "0/0"]).unwrap_err();
+        assert!(e.to_string().contains("at most 15"), "{e}");
+        let e = parse(&["-a", "6", "eth0", "web", "10.0.0.2/24"])
+            .unwrap()
+            .into_spec()
+            .unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+    }
+}

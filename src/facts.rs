@@ -1,0 +1,135 @@
+//! Read-only queries of host and container state: everything `plan` needs,
+//! looked up by name (no dumps, except for `mac:` host interfaces).
+
+use crate::error::{Error, Result};
+use crate::guest::Target;
+use crate::netlink::{Link, Netlink};
+use crate::netns;
+use crate::plan::{Facts, HostSide};
+use crate::spec::{AttachSpec, HostIfRef, IfName, Mac, host_veth_name};
+
+pub async fn observe(
+    spec: &AttachSpec,
+    target: &Target,
+    host: &Netlink,
+    guest: &Netlink,
+) -> Result<Facts> {
+    let host_veth = spec
+        .host_ifname
+        .clone()
+        .unwrap_or_else(|| host_veth_name(&spec.ifname, &target.key));
+
+    // Host and container queries go out on two sockets at once.
+    let host_q = async {
+        let side = host_side(&spec.host_if, host).await?;
+        let taken = match side {
+            HostSide::Parent(_) => false,
+            _ => host
+                .link(host_veth.as_str())
+                .await
+                .map_err(|c| Error::kernel(format!("looking up host interface {host_veth}"), c))?
+                .is_some(),
+        };
+        Ok::<_, Error>((side, taken))
+    };
+    let guest_q = async {
+        let taken = guest.link(spec.ifname.as_str()).await.map_err(|c| {
+            Error::kernel(
+                format!("looking up {} in container {}", spec.ifname, target.label),
+                c,
+            )
+        })?;
+        let route = match spec.addr.gateway {
+            Some(gw) => guest.default_route(gw.is_ipv6(), 0).await.map_err(|c| {
+                Error::kernel(
+                    format!("reading the default route of container {}", target.label),
+                    c,
+                )
+            })?,
+            None => None,
+        };
+        Ok::<_, Error>((taken, route))
+    };
+    let (h, g) = futures::join!(host_q, guest_q);
+    let ((host_side, host_veth_taken), (guest_ifname_taken, default_route)) = (h?, g?);
+
+    let netns_link = match (&target.link_name, spec.netns_link) {
+        (Some(name), true) => {
+            let state = netns::link_state(name, &target.netns).map_err(|e| {
+                Error::Refused(format!(
+                    "cannot inspect {}: {e}",
+                    netns::link_path(name).display()
+                ))
+            })?;
+            Some((name.clone(), state))
+        }
+        _ => None,
+    };
+
+    Ok(Facts {
+        host: host_side,
+        host_veth,
+        host_veth_taken,
+        guest_ifname_taken,
+        default_route,
+        netns_link,
+    })
+}
+
+async fn host_side(r: &HostIfRef, host: &Netlink) -> Result<HostSide> {
+    let link = match r {
+        HostIfRef::Name(n) => {
+            let l = host
+                .link(n.as_str())
+                .await
+                .map_err(|c| Error::kernel(format!("looking up host interface {n}"), c))?;
+            match l {
+                Some(l) => l,
+                None if n.as_str().starts_with("br") => return Ok(HostSide::NewBridge(n.clone())),
+                None => {
+                    return Err(Error::Refused(format!(
+                        "host interface {n} does not exist; give an existing interface, \
+                         or a name starting with 'br' to have pipe create that bridge"
+                    )));
+                }
+            }
+        }
+        HostIfRef::Mac(m) => by_mac(*m, host).await?,
+    };
+    Ok(if link.is_bridge() {
+        HostSide::Bridge(link)
+    } else {
+        HostSide::Parent(link)
+    })
+}
+
+/// The host interface with this MAC. A bridge shares its MAC with a port, so
+/// links that are themselves ports (have a master) give way to the others.
+async fn by_mac(mac: Mac, host: &Netlink) -> Result<Link> {
+    let all = host
+        .links()
+        .await
+        .map_err(|c| Error::kernel("listing host interfaces", c))?;
+    let mut hits: Vec<Link> = all.into_iter().filter(|l| l.mac == Some(mac)).collect();
+    if hits.len() > 1 {
+        hits.retain(|l| l.master.is_none());
+    }
+    match hits.len() {
+        0 => Err(Error::Refused(format!(
+            "no host interface has MAC {mac}; check `ip link` for the right address"
+        ))),
+        1 => Ok(hits.remove(0)),
+        _ => Err(Error::Refused(format!(
+            "several host interfaces have MAC {mac} ({}); name the one you mean",
+            hits.iter()
+                .map(|l| l.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
+/// Parse a kernel-supplied name into an `IfName` (always valid, but typed).
+pub fn ifname(l: &Link) -> Result<IfName> {
+    l.name.parse().map_err(Error::Refused)
+}

@@ -1,0 +1,458 @@
+//! The only user of rtnetlink: typed operations on one network namespace.
+//!
+//! A [`Netlink`] is bound to the namespace its socket was created in (see
+//! `netns::socket_in`). Every function is one request and one reply; nothing
+//! here dumps all links or addresses except [`Netlink::links`], which only the
+//! `mac:` host-interface lookup uses.
+
+use std::net::IpAddr;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd};
+
+use futures::StreamExt;
+use ipnetwork::IpNetwork;
+use log::debug;
+use netlink_packet_core::{
+    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST, NetlinkMessage,
+    NetlinkPayload,
+};
+use netlink_packet_route::AddressFamily;
+use netlink_packet_route::RouteNetlinkMessage;
+use netlink_packet_route::link::{
+    InfoData, InfoKind, InfoMacVlan, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    MacVlanMode,
+};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
+    RouteType,
+};
+use rtnetlink::Handle;
+
+use crate::error::KernelCause;
+use crate::spec::{Mac, MacvlanMode};
+
+pub type NlResult<T> = Result<T, KernelCause>;
+
+const ENODEV: i32 = 19;
+
+/// A link as read back from the kernel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Link {
+    pub index: u32,
+    pub name: String,
+    /// `IFLA_INFO_KIND`: "bridge", "veth", "macvlan", ... (`None` for physical NICs).
+    pub kind: Option<String>,
+    pub mtu: u32,
+    pub up: bool,
+    pub mac: Option<Mac>,
+    pub master: Option<u32>,
+    pub alias: Option<String>,
+}
+
+impl Link {
+    pub fn is_bridge(&self) -> bool {
+        self.kind.as_deref() == Some("bridge")
+    }
+
+    fn from_message(m: LinkMessage) -> Link {
+        let mut l = Link {
+            index: m.header.index,
+            name: String::new(),
+            kind: None,
+            mtu: 0,
+            up: m.header.flags.contains(LinkFlags::Up),
+            mac: None,
+            master: None,
+            alias: None,
+        };
+        for a in m.attributes {
+            match a {
+                LinkAttribute::IfName(n) => l.name = n,
+                LinkAttribute::Mtu(v) => l.mtu = v,
+                LinkAttribute::Address(b) if b.len() == 6 => {
+                    l.mac = Some(Mac([b[0], b[1], b[2], b[3], b[4], b[5]]))
+                }
+                LinkAttribute::Controller(i) => l.master = Some(i),
+                LinkAttribute::IfAlias(s) => l.alias = Some(s),
+                LinkAttribute::LinkInfo(infos) => {
+                    for i in infos {
+                        if let LinkInfo::Kind(k) = i {
+                            l.kind = Some(k.to_string());
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        l
+    }
+}
+
+/// A route as read back, enough to put it back exactly.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    pub message: RouteMessage,
+}
+
+impl Route {
+    pub fn gateway(&self) -> Option<IpAddr> {
+        self.message.attributes.iter().find_map(|a| match a {
+            RouteAttribute::Gateway(RouteAddress::Inet(v)) => Some(IpAddr::V4(*v)),
+            RouteAttribute::Gateway(RouteAddress::Inet6(v)) => Some(IpAddr::V6(*v)),
+            _ => None,
+        })
+    }
+
+    pub fn oif(&self) -> Option<u32> {
+        self.message.attributes.iter().find_map(|a| match a {
+            RouteAttribute::Oif(i) => Some(*i),
+            _ => None,
+        })
+    }
+
+    pub fn priority(&self) -> u32 {
+        self.message
+            .attributes
+            .iter()
+            .find_map(|a| match a {
+                RouteAttribute::Priority(p) => Some(*p),
+                _ => None,
+            })
+            .unwrap_or(0)
+    }
+}
+
+/// What a new link should look like.
+#[derive(Clone, Debug, Default)]
+pub struct NewLink<'a> {
+    pub name: &'a str,
+    pub mtu: Option<u32>,
+    pub mac: Option<Mac>,
+    pub up: bool,
+    pub master: Option<u32>,
+    pub alias: Option<&'a str>,
+    /// Create it directly in this namespace (`IFLA_NET_NS_FD`).
+    pub netns: Option<BorrowedFd<'a>>,
+}
+
+impl NewLink<'_> {
+    fn message(&self) -> LinkMessage {
+        let mut m = LinkMessage::default();
+        if self.up {
+            m.header.flags = LinkFlags::Up;
+            m.header.change_mask = LinkFlags::Up;
+        }
+        m.attributes
+            .push(LinkAttribute::IfName(self.name.to_string()));
+        if let Some(mtu) = self.mtu {
+            m.attributes.push(LinkAttribute::Mtu(mtu));
+        }
+        if let Some(mac) = self.mac {
+            m.attributes.push(LinkAttribute::Address(mac.0.to_vec()));
+        }
+        if let Some(master) = self.master {
+            m.attributes.push(LinkAttribute::Controller(master));
+        }
+        if let Some(alias) = self.alias {
+            m.attributes.push(LinkAttribute::IfAlias(alias.to_string()));
+        }
+        if let Some(fd) = self.netns {
+            m.attributes.push(LinkAttribute::NetNsFd(fd.as_raw_fd()));
+        }
+        m
+    }
+}
+
+fn cause(e: rtnetlink::Error) -> KernelCause {
+    match e {
+        rtnetlink::Error::NetlinkError(m) => KernelCause {
+            errno: m.raw_code().abs(),
+            detail: None,
+        },
+        other => KernelCause {
+            errno: 5,
+            detail: Some(other.to_string()),
+        },
+    }
+}
+
+fn io_cause(e: std::io::Error) -> KernelCause {
+    KernelCause::from_io(&e)
+}
+
+/// A netlink connection bound to one network namespace.
+pub struct Netlink {
+    handle: Handle,
+}
+
+impl Netlink {
+    /// A connection in the calling thread's namespace. Needs a tokio runtime.
+    pub fn current() -> NlResult<Netlink> {
+        let (conn, handle, _) = rtnetlink::new_connection().map_err(io_cause)?;
+        tokio::spawn(conn);
+        Ok(Netlink { handle })
+    }
+
+    /// A connection over a socket opened elsewhere (in another namespace).
+    pub fn from_socket(sock: netlink_sys::Socket) -> NlResult<Netlink> {
+        sock.set_non_blocking(true).map_err(io_cause)?;
+        // SAFETY: the fd comes from a socket we own and give up here.
+        let tsock = unsafe { netlink_sys::TokioSocket::from_raw_fd(sock.into_raw_fd()) };
+        let (conn, handle, _) = rtnetlink::from_socket(tsock);
+        tokio::spawn(conn);
+        Ok(Netlink { handle })
+    }
+
+    /// Send one request and wait for its ACK.
+    async fn ack(&self, msg: RouteNetlinkMessage, flags: u16) -> NlResult<()> {
+        let mut req = NetlinkMessage::from(msg);
+        req.header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
+        let mut h = self.handle.clone();
+        let mut resp = h.request(req).map_err(cause)?;
+        while let Some(m) = resp.next().await {
+            if let NetlinkPayload::Error(e) = m.payload {
+                if e.code.is_some() {
+                    return Err(cause(rtnetlink::Error::NetlinkError(e)));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One link by name, without a dump; `None` when there is no such link.
+    pub async fn link(&self, name: &str) -> NlResult<Option<Link>> {
+        debug!("netlink: get link {name}");
+        let mut s = self.handle.link().get().match_name(name).execute();
+        match s.next().await {
+            Some(Ok(m)) => Ok(Some(Link::from_message(m))),
+            Some(Err(e)) => {
+                let c = cause(e);
+                // ENODEV: no such device. EINVAL: old kernels reject lookups of bad names.
+                if c.errno == ENODEV { Ok(None) } else { Err(c) }
+            }
+            None => Ok(None),
+        }
+    }
+
+    pub async fn link_by_index(&self, index: u32) -> NlResult<Option<Link>> {
+        debug!("netlink: get link #{index}");
+        let mut s = self.handle.link().get().match_index(index).execute();
+        match s.next().await {
+            Some(Ok(m)) => Ok(Some(Link::from_message(m))),
+            Some(Err(e)) => {
+                let c = cause(e);
+                if c.errno == ENODEV { Ok(None) } else { Err(c) }
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// All links (a dump): only for selecting the host interface by MAC.
+    pub async fn links(&self) -> NlResult<Vec<Link>> {
+        debug!("netlink: dump links");
+        let mut s = self.handle.link().get().execute();
+        let mut out = Vec::new();
+        while let Some(m) = s.next().await {
+            out.push(Link::from_message(m.map_err(cause)?));
+        }
+        Ok(out)
+    }
+
+    async fn add_link(&self, m: LinkMessage) -> NlResult<()> {
+        self.ack(RouteNetlinkMessage::NewLink(m), NLM_F_CREATE | NLM_F_EXCL)
+            .await
+    }
+
+    pub async fn create_bridge(&self, l: &NewLink<'_>) -> NlResult<()> {
+        debug!("netlink: create bridge {}", l.name);
+        let mut m = l.message();
+        m.attributes
+            .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(
+                InfoKind::Bridge,
+            )]));
+        self.add_link(m).await
+    }
+
+    /// One request creates both ends: `host` here, `peer` wherever its `netns` says.
+    pub async fn create_veth(&self, host: &NewLink<'_>, peer: &NewLink<'_>) -> NlResult<()> {
+        debug!("netlink: create veth {} peer {}", host.name, peer.name);
+        let mut m = host.message();
+        m.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(InfoKind::Veth),
+            LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer.message()))),
+        ]));
+        self.add_link(m).await
+    }
+
+    pub async fn create_macvlan(
+        &self,
+        l: &NewLink<'_>,
+        parent: u32,
+        mode: MacvlanMode,
+    ) -> NlResult<()> {
+        debug!("netlink: create macvlan {} on #{parent}", l.name);
+        let mode = match mode {
+            MacvlanMode::Bridge => MacVlanMode::Bridge,
+            MacvlanMode::Private => MacVlanMode::Private,
+            MacvlanMode::Vepa => MacVlanMode::Vepa,
+            MacvlanMode::Passthru => MacVlanMode::Passthrough,
+        };
+        let mut m = l.message();
+        m.attributes.push(LinkAttribute::Link(parent));
+        m.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(InfoKind::MacVlan),
+            LinkInfo::Data(InfoData::MacVlan(vec![InfoMacVlan::Mode(mode)])),
+        ]));
+        self.add_link(m).await
+    }
+
+    /// Bring a link up (or down).
+    pub async fn set_up(&self, index: u32, up: bool) -> NlResult<()> {
+        debug!("netlink: set link #{index} up={up}");
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        m.header.change_mask = LinkFlags::Up;
+        if up {
+            m.header.flags = LinkFlags::Up;
+        }
+        self.ack(RouteNetlinkMessage::SetLink(m), 0).await
+    }
+
+    pub async fn delete_link(&self, index: u32) -> NlResult<()> {
+        debug!("netlink: delete link #{index}");
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        self.ack(RouteNetlinkMessage::DelLink(m), 0).await
+    }
+
+    /// Delete a link by name (RTM_DELLINK with IFLA_IFNAME): no lookup first.
+    pub async fn delete_link_named(&self, name: &str) -> NlResult<()> {
+        debug!("netlink: delete link {name}");
+        let mut m = LinkMessage::default();
+        m.attributes.push(LinkAttribute::IfName(name.to_string()));
+        self.ack(RouteNetlinkMessage::DelLink(m), 0).await
+    }
+
+    pub async fn add_address(&self, index: u32, net: IpNetwork) -> NlResult<()> {
+        debug!("netlink: add address {net} to #{index}");
+        self.handle
+            .address()
+            .add(index, net.ip(), net.prefix())
+            .execute()
+            .await
+            .map_err(cause)
+    }
+
+    /// The main table's default route of a family with metric `priority`, if any.
+    pub async fn default_route(&self, v6: bool, priority: u32) -> NlResult<Option<Route>> {
+        debug!("netlink: dump routes (v6={v6}) for the default route");
+        let mut q = RouteMessage::default();
+        q.header.address_family = if v6 {
+            AddressFamily::Inet6
+        } else {
+            AddressFamily::Inet
+        };
+        let mut req = NetlinkMessage::from(RouteNetlinkMessage::GetRoute(q));
+        req.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+        let mut h = self.handle.clone();
+        let mut resp = h.request(req).map_err(cause)?;
+        let mut found = None;
+        while let Some(m) = resp.next().await {
+            match m.payload {
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(r)) => {
+                    let table = r
+                        .attributes
+                        .iter()
+                        .find_map(|a| match a {
+                            RouteAttribute::Table(t) => Some(*t),
+                            _ => None,
+                        })
+                        .unwrap_or(r.header.table as u32);
+                    let route = Route { message: r };
+                    if found.is_none()
+                        && route.message.header.destination_prefix_length == 0
+                        && table == RouteHeader::RT_TABLE_MAIN as u32
+                        && route.message.header.kind == RouteType::Unicast
+                        && route.priority() == priority
+                    {
+                        found = Some(route);
+                    }
+                }
+                NetlinkPayload::Error(e) if e.code.is_some() => {
+                    return Err(cause(rtnetlink::Error::NetlinkError(e)));
+                }
+                _ => {}
+            }
+        }
+        Ok(found)
+    }
+
+    /// `ip route replace default via GW dev INDEX`.
+    pub async fn replace_default(&self, gw: IpAddr, oif: u32) -> NlResult<()> {
+        debug!("netlink: replace default route via {gw} dev #{oif}");
+        let mut m = route_message(gw.is_ipv6(), 0, RouteScope::Universe);
+        m.attributes.push(RouteAttribute::Gateway(gw.into()));
+        m.attributes.push(RouteAttribute::Oif(oif));
+        self.ack(
+            RouteNetlinkMessage::NewRoute(m),
+            NLM_F_CREATE | NLM_F_REPLACE,
+        )
+        .await
+    }
+
+    /// Put back a route exactly as it was read.
+    pub async fn restore_route(&self, r: &Route) -> NlResult<()> {
+        debug!("netlink: restore route {:?}", r.gateway());
+        let mut m = r.message.clone();
+        // Read-only attributes the kernel rejects or ignores on input.
+        m.attributes.retain(|a| {
+            !matches!(
+                a,
+                RouteAttribute::CacheInfo(_)
+                    | RouteAttribute::Expires(_)
+                    | RouteAttribute::MulticastExpires(_)
+            )
+        });
+        m.header.flags = RouteFlags::empty() | (r.message.header.flags & RouteFlags::Onlink);
+        self.ack(
+            RouteNetlinkMessage::NewRoute(m),
+            NLM_F_CREATE | NLM_F_REPLACE,
+        )
+        .await
+    }
+
+    /// Delete the main table's default route of a family with metric 0.
+    pub async fn delete_default(&self, v6: bool) -> NlResult<()> {
+        debug!("netlink: delete default route (v6={v6})");
+        let m = route_message(v6, 0, RouteScope::NoWhere);
+        self.ack(RouteNetlinkMessage::DelRoute(m), 0).await
+    }
+
+    /// `ip route add DST/32 dev INDEX scope link`: makes an off-subnet gateway reachable.
+    pub async fn add_host_route(&self, dst: IpAddr, oif: u32) -> NlResult<()> {
+        debug!("netlink: add host route {dst} dev #{oif}");
+        let len = if dst.is_ipv6() { 128 } else { 32 };
+        let mut m = route_message(dst.is_ipv6(), len, RouteScope::Link);
+        m.attributes.push(RouteAttribute::Destination(dst.into()));
+        m.attributes.push(RouteAttribute::Oif(oif));
+        self.ack(
+            RouteNetlinkMessage::NewRoute(m),
+            NLM_F_CREATE | NLM_F_REPLACE,
+        )
+        .await
+    }
+}
+
+fn route_message(v6: bool, dst_len: u8, scope: RouteScope) -> RouteMessage {
+    let mut m = RouteMessage::default();
+    m.header.address_family = if v6 {
+        AddressFamily::Inet6
+    } else {
+        AddressFamily::Inet
+    };
+    m.header.destination_prefix_length = dst_len;
+    m.header.table = RouteHeader::RT_TABLE_MAIN;
+    m.header.protocol = RouteProtocol::Boot;
+    m.header.scope = scope;
+    m.header.kind = RouteType::Unicast;
+    m
+}

@@ -1,0 +1,214 @@
+//! Network namespace handles: open once, open a netlink socket inside, and
+//! link into /var/run/netns for users of `ip netns`.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use log::debug;
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::sched::{CloneFlags, setns};
+
+pub const NETNS_RUN_DIR: &str = "/var/run/netns";
+
+/// A namespace's identity: the (device, inode) of its nsfs file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NsId {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+/// An open network namespace, held for the whole run (no PID-reuse race).
+#[derive(Debug)]
+pub struct Netns {
+    pub fd: OwnedFd,
+    pub id: NsId,
+    /// The path it was opened from (for messages and `--dry-run`).
+    pub path: PathBuf,
+}
+
+impl Netns {
+    pub fn open(path: &Path) -> io::Result<Netns> {
+        let f = File::open(path)?;
+        let md = f.metadata()?;
+        Ok(Netns {
+            fd: f.into(),
+            id: NsId {
+                dev: md.dev(),
+                ino: md.ino(),
+            },
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Is this file a network namespace at all? Compares with our own netns's
+    /// filesystem (nsfs): any other file would fail later in `setns`.
+    pub fn is_netns(&self) -> bool {
+        // One ioctl would say it exactly (NS_GET_NSTYPE); a stat comparison is
+        // enough to reject a regular file or directory.
+        own_id().map(|o| o.dev == self.id.dev).unwrap_or(false)
+    }
+}
+
+/// The calling thread's network namespace.
+pub fn own_id() -> io::Result<NsId> {
+    let md = std::fs::metadata("/proc/thread-self/ns/net")?;
+    Ok(NsId {
+        dev: md.dev(),
+        ino: md.ino(),
+    })
+}
+
+/// A netlink route socket created inside `ns`.
+///
+/// Namespace membership is per thread and a socket stays in the namespace it
+/// was created in, so a short-lived thread enters `ns`, opens the socket and
+/// exits; no other code ever runs in the wrong namespace.
+pub fn socket_in(ns: &Netns) -> io::Result<netlink_sys::Socket> {
+    let fd = ns.fd.try_clone()?;
+    std::thread::spawn(move || -> io::Result<netlink_sys::Socket> {
+        setns(fd.as_fd(), CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
+        netlink_sys::Socket::new(netlink_sys::protocols::NETLINK_ROUTE)
+    })
+    .join()
+    .map_err(|_| io::Error::other("netns thread panicked"))?
+}
+
+/// What is at /var/run/netns/NAME now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkState {
+    Missing,
+    /// Already a link to this very namespace.
+    Same,
+    /// A link to another namespace in which no process runs any more (e.g. the
+    /// container restarted), or an empty file left by a crash.
+    Stale,
+    /// A link to another namespace that is still in use.
+    Other,
+}
+
+pub fn link_path(name: &str) -> PathBuf {
+    Path::new(NETNS_RUN_DIR).join(name)
+}
+
+pub fn link_state(name: &str, ns: &Netns) -> io::Result<LinkState> {
+    let p = link_path(name);
+    let md = match std::fs::metadata(&p) {
+        Ok(md) => md,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(LinkState::Missing),
+        Err(e) => return Err(e),
+    };
+    let id = NsId {
+        dev: md.dev(),
+        ino: md.ino(),
+    };
+    if id == ns.id {
+        return Ok(LinkState::Same);
+    }
+    if id.dev != ns.id.dev {
+        // Not an nsfs file: the placeholder of a bind mount that is gone.
+        return Ok(LinkState::Stale);
+    }
+    Ok(if any_process_in(id) {
+        LinkState::Other
+    } else {
+        LinkState::Stale
+    })
+}
+
+/// Does any process live in the namespace `id`? Only used on the rare path
+/// where a name is already taken by another namespace.
+fn any_process_in(id: NsId) -> bool {
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return true;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let Some(s) = name.to_str() else { continue };
+        if !s.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        if let Ok(md) = std::fs::metadata(format!("/proc/{s}/ns/net")) {
+            if md.dev() == id.dev && md.ino() == id.ino {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// Make /var/run/netns a shared mount point, as iproute2 does, so that links
+/// made here show up in other mount namespaces too.
+fn prepare_run_dir() -> io::Result<()> {
+    std::fs::create_dir_all(NETNS_RUN_DIR)?;
+    let flags = MsFlags::MS_SHARED | MsFlags::MS_REC;
+    match mount(
+        None::<&str>,
+        NETNS_RUN_DIR,
+        None::<&str>,
+        flags,
+        None::<&str>,
+    ) {
+        Ok(()) => Ok(()),
+        Err(nix::errno::Errno::EINVAL) => {
+            // Not a mount point yet: bind it onto itself, then share it.
+            mount(
+                Some(NETNS_RUN_DIR),
+                NETNS_RUN_DIR,
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None::<&str>,
+            )?;
+            mount(
+                None::<&str>,
+                NETNS_RUN_DIR,
+                None::<&str>,
+                flags,
+                None::<&str>,
+            )?;
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Bind-mount the namespace we hold at /var/run/netns/NAME (through our own
+/// descriptor, so a recycled PID can never be linked by mistake).
+pub fn create_link(name: &str, ns: &Netns) -> io::Result<()> {
+    prepare_run_dir()?;
+    let p = link_path(name);
+    debug!("netns: link {} -> {}", p.display(), ns.path.display());
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&p)?;
+    let src = format!("/proc/self/fd/{}", ns.fd.as_raw_fd());
+    if let Err(e) = mount(
+        Some(src.as_str()),
+        &p,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    ) {
+        let _ = std::fs::remove_file(&p);
+        return Err(e.into());
+    }
+    Ok(())
+}
+
+/// Remove /var/run/netns/NAME (unmount, then unlink).
+pub fn remove_link(name: &str) -> io::Result<()> {
+    let p = link_path(name);
+    debug!("netns: unlink {}", p.display());
+    match umount2(&p, MntFlags::MNT_DETACH) {
+        Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
+        Err(e) => return Err(e.into()),
+    }
+    match std::fs::remove_file(&p) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}

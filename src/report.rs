@@ -1,0 +1,63 @@
+//! What a successful attach prints: one line, or one JSON object.
+
+use serde::Serialize;
+
+use crate::exec::Applied;
+use crate::guest::Target;
+use crate::plan::Plan;
+use crate::spec::AttachSpec;
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub container: String,
+    pub ifname: String,
+    pub mac: Option<String>,
+    pub address: Option<String>,
+    pub gateway: Option<String>,
+    /// "veth" or "macvlan".
+    pub kind: &'static str,
+    /// The bridge or the macvlan parent.
+    pub host_if: String,
+    /// The host end of a veth.
+    pub host_ifname: Option<String>,
+    /// The /var/run/netns name, when linked.
+    pub netns: Option<String>,
+}
+
+impl Report {
+    pub fn new(spec: &AttachSpec, target: &Target, plan: &Plan, applied: &Applied) -> Report {
+        Report {
+            container: target.label.clone(),
+            ifname: plan.ifname.to_string(),
+            mac: applied.guest_link.mac.map(|m| m.to_string()),
+            address: spec.addr.addr.map(|a| a.to_string()),
+            gateway: spec.addr.gateway.map(|g| g.to_string()),
+            kind: plan.kind,
+            host_if: plan.host_if.to_string(),
+            host_ifname: plan.host_ifname.as_ref().map(|n| n.to_string()),
+            netns: target.link_name.clone().filter(|_| spec.netns_link),
+        }
+    }
+
+    pub fn line(&self) -> String {
+        let mut s = format!(
+            "{} {} mac {} addr {}",
+            self.container,
+            self.ifname,
+            self.mac.as_deref().unwrap_or("-"),
+            self.address.as_deref().unwrap_or("none"),
+        );
+        if let Some(g) = &self.gateway {
+            s.push_str(&format!(" via {g}"));
+        }
+        match &self.host_ifname {
+            Some(h) => s.push_str(&format!(" host {h} on bridge {}", self.host_if)),
+            None => s.push_str(&format!(" {} on {}", self.kind, self.host_if)),
+        }
+        s
+    }
+
+    pub fn json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| "{}".into())
+    }
+}

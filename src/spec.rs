@@ -1,0 +1,514 @@
+//! The typed domain: what an operator asked for, parsed once at the edge.
+//!
+//! Nothing here does I/O or knows about clap, bollard, rtnetlink or nix. After
+//! parsing, no `String` describes network state: a VLAN id is a [`VlanId`], an
+//! interface name an [`IfName`], an address an [`AddrSpec`].
+
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use ipnetwork::IpNetwork;
+use md5::{Digest, Md5};
+
+/// Longest interface name the kernel accepts (IFNAMSIZ - 1).
+pub const IFNAMSIZ_MAX: usize = 15;
+
+/// A valid Linux interface name: 1..=15 bytes, no `/`, `:` or whitespace, not `.` or `..`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IfName(String);
+
+impl IfName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for IfName {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.is_empty() {
+            return Err("interface name is empty".into());
+        }
+        if s.len() > IFNAMSIZ_MAX {
+            return Err(format!(
+                "interface name {s:?} is {} bytes; Linux allows at most {IFNAMSIZ_MAX}",
+                s.len()
+            ));
+        }
+        if s == "." || s == ".." {
+            return Err(format!("interface name {s:?} is reserved"));
+        }
+        if let Some(c) = s
+            .chars()
+            .find(|c| *c == '/' || *c == ':' || c.is_whitespace())
+        {
+            return Err(format!(
+                "interface name {s:?} contains {c:?}; use letters, digits, '.', '-' or '_'"
+            ));
+        }
+        Ok(IfName(s.to_string()))
+    }
+}
+
+impl fmt::Display for IfName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An 802.1Q VLAN id, 1..=4094.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct VlanId(u16);
+
+impl VlanId {
+    pub fn get(self) -> u16 {
+        self.0
+    }
+}
+
+impl FromStr for VlanId {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.parse::<u16>() {
+            Ok(v @ 1..=4094) => Ok(VlanId(v)),
+            _ => Err(format!("VLAN id {s:?} is not a number from 1 to 4094")),
+        }
+    }
+}
+
+impl fmt::Display for VlanId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A unicast Ethernet address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Mac(pub [u8; 6]);
+
+impl Mac {
+    /// pipework's derived MAC for `U:string`: `02:` then the first 40 bits of md5(string + "\n").
+    pub fn derived(seed: &str) -> Mac {
+        let mut h = Md5::new();
+        h.update(seed.as_bytes());
+        h.update(b"\n");
+        let d = h.finalize();
+        Mac([0x02, d[0], d[1], d[2], d[3], d[4]])
+    }
+}
+
+impl FromStr for Mac {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Some(seed) = s.strip_prefix("U:") {
+            return Ok(Mac::derived(seed));
+        }
+        let m: macaddr::MacAddr6 = s.parse().map_err(|_| {
+            format!("MAC address {s:?} is not of the form 02:12:34:56:78:9a (or U:seed)")
+        })?;
+        let b = m.into_array();
+        if b == [0; 6] {
+            return Err(format!(
+                "MAC address {s} is all zeros; give a unicast address"
+            ));
+        }
+        if b[0] & 1 == 1 {
+            return Err(format!(
+                "MAC address {s} is multicast (lowest bit of the first byte set); \
+                 use a unicast one such as 02:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+                b[1], b[2], b[3], b[4], b[5]
+            ));
+        }
+        Ok(Mac(b))
+    }
+}
+
+impl fmt::Display for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let b = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            b[0], b[1], b[2], b[3], b[4], b[5]
+        )
+    }
+}
+
+/// The fourth positional argument: `[MAC][@VLAN]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct MacVlan {
+    pub mac: Option<Mac>,
+    pub vlan: Option<VlanId>,
+}
+
+impl FromStr for MacVlan {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        // `U:seed` may itself contain '@'; the VLAN is whatever follows the last one.
+        let (mac, vlan) = match s.rsplit_once('@') {
+            Some((m, v)) => (m, Some(v.parse::<VlanId>()?)),
+            None => (s, None),
+        };
+        let mac = if mac.is_empty() {
+            None
+        } else {
+            Some(mac.parse()?)
+        };
+        Ok(MacVlan { mac, vlan })
+    }
+}
+
+/// The third positional argument: `IP/PREFIX[@GATEWAY]`, or `0/0` for no address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AddrSpec {
+    /// The address with its prefix; `None` for `0/0`.
+    pub addr: Option<IpNetwork>,
+    pub gateway: Option<IpAddr>,
+}
+
+impl FromStr for AddrSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (a, gw) = match s.split_once('@') {
+            Some((a, g)) => {
+                let gw: IpAddr = g.parse().map_err(|_| {
+                    format!("gateway {g:?} in {s:?} is not an IPv4 or IPv6 address")
+                })?;
+                (a, Some(gw))
+            }
+            None => (s, None),
+        };
+        if a == "0/0" || a == "0.0.0.0/0" || a == "::/0" {
+            return Ok(AddrSpec {
+                addr: None,
+                gateway: gw,
+            });
+        }
+        let Some((ip, prefix)) = a.split_once('/') else {
+            return Err(format!(
+                "address {a:?} has no prefix length; write it as {a}/24 (or 0/0 for no address)"
+            ));
+        };
+        let ip: IpAddr = ip
+            .parse()
+            .map_err(|_| format!("address {a:?} is not IP/PREFIX, e.g. 192.168.1.10/24"))?;
+        let prefix: u8 = prefix
+            .parse()
+            .map_err(|_| format!("prefix length {prefix:?} in {a:?} is not a number"))?;
+        let net = IpNetwork::new(ip, prefix).map_err(|_| {
+            format!(
+                "prefix length /{prefix} in {a:?} is too long for an {} address",
+                family_name(ip)
+            )
+        })?;
+        if ip.is_multicast() || ip.is_unspecified() || ip.is_loopback() {
+            return Err(format!(
+                "address {a} cannot be given to an interface; use a unicast address"
+            ));
+        }
+        if let Some(gw) = gw {
+            if gw.is_ipv4() != ip.is_ipv4() {
+                return Err(format!(
+                    "gateway {gw} is {} but address {a} is {}; use a gateway of the same family",
+                    family_name(gw),
+                    family_name(ip)
+                ));
+            }
+            if gw == ip {
+                return Err(format!(
+                    "gateway {gw} is the container's own address; give the router's address"
+                ));
+            }
+        }
+        if let Some(gw) = gw {
+            if gw.is_multicast() || gw.is_unspecified() || gw.is_loopback() {
+                return Err(format!("gateway {gw} is not a unicast address"));
+            }
+        }
+        Ok(AddrSpec {
+            addr: Some(net),
+            gateway: gw,
+        })
+    }
+}
+
+fn family_name(ip: IpAddr) -> &'static str {
+    if ip.is_ipv4() { "IPv4" } else { "IPv6" }
+}
+
+/// How the host interface was named on the command line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HostIfRef {
+    Name(IfName),
+    /// `mac:AA:BB:CC:DD:EE:FF`: the host interface that has this MAC.
+    Mac(Mac),
+}
+
+impl FromStr for HostIfRef {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.strip_prefix("mac:") {
+            Some(m) => {
+                let b: macaddr::MacAddr6 = m
+                    .parse()
+                    .map_err(|_| format!("{s:?} is not mac:AA:BB:CC:DD:EE:FF"))?;
+                Ok(HostIfRef::Mac(Mac(b.into_array())))
+            }
+            None => Ok(HostIfRef::Name(s.parse()?)),
+        }
+    }
+}
+
+impl fmt::Display for HostIfRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostIfRef::Name(n) => write!(f, "{n}"),
+            HostIfRef::Mac(m) => write!(f, "mac:{m}"),
+        }
+    }
+}
+
+/// How the guest was named: decided by shape alone; which names are netns
+/// names and which are containers is settled by `guest`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GuestRef {
+    Pid(u32),
+    Path(std::path::PathBuf),
+    /// A netns name under /var/run/netns, or else a Docker container.
+    Name(String),
+}
+
+impl FromStr for GuestRef {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.is_empty() {
+            return Err("the guest is empty; give a container name, PID or netns".into());
+        }
+        if s.bytes().all(|b| b.is_ascii_digit()) {
+            return s
+                .parse()
+                .map(GuestRef::Pid)
+                .map_err(|_| format!("PID {s} is out of range"));
+        }
+        if s.contains('/') {
+            return Ok(GuestRef::Path(s.into()));
+        }
+        Ok(GuestRef::Name(s.to_string()))
+    }
+}
+
+impl fmt::Display for GuestRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GuestRef::Pid(p) => write!(f, "{p}"),
+            GuestRef::Path(p) => write!(f, "{}", p.display()),
+            GuestRef::Name(n) => f.write_str(n),
+        }
+    }
+}
+
+/// A name usable under /var/run/netns: `[A-Za-z0-9_.-]+`, not `.`/`..`.
+pub fn valid_netns_name(s: &str) -> bool {
+    !s.is_empty()
+        && s != "."
+        && s != ".."
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum MacvlanMode {
+    #[default]
+    Bridge,
+    Private,
+    Vepa,
+    Passthru,
+}
+
+impl MacvlanMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MacvlanMode::Bridge => "bridge",
+            MacvlanMode::Private => "private",
+            MacvlanMode::Vepa => "vepa",
+            MacvlanMode::Passthru => "passthru",
+        }
+    }
+}
+
+/// One attachment, fully parsed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AttachSpec {
+    pub host_if: HostIfRef,
+    pub guest: GuestRef,
+    pub addr: AddrSpec,
+    pub mac: Option<Mac>,
+    pub vlan: Option<VlanId>,
+    /// Interface name inside the container.
+    pub ifname: IfName,
+    /// Host-side veth name; derived when absent.
+    pub host_ifname: Option<IfName>,
+    pub mtu: Option<u32>,
+    pub macvlan_mode: MacvlanMode,
+    pub netns_link: bool,
+    pub timeout: Duration,
+}
+
+/// Host-side veth name for a guest: pipework's `v{IF}pl{KEY}` when it fits in
+/// IFNAMSIZ, otherwise `vp` plus a stable hash of the same inputs (12 bytes).
+pub fn host_veth_name(ifname: &IfName, guest_key: &str) -> IfName {
+    let classic = format!("v{ifname}pl{guest_key}");
+    if classic.len() <= IFNAMSIZ_MAX {
+        return IfName(classic);
+    }
+    let mut h = Md5::new();
+    h.update(ifname.as_str().as_bytes());
+    h.update(b"/");
+    h.update(guest_key.as_bytes());
+    let d = h.finalize();
+    IfName(format!(
+        "vp{:02x}{:02x}{:02x}{:02x}{:02x}",
+        d[0], d[1], d[2], d[3], d[4]
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_mac_matches_pipework() {
+        assert_eq!(
+            "U:myhost.foo.com".parse::<Mac>().unwrap().to_string(),
+            "02:72:6c:cd:9b:8d"
+        );
+    }
+
+    #[test]
+    fn mac_rejects_multicast_and_zero() {
+        let e = "01:00:5e:00:00:01".parse::<Mac>().unwrap_err();
+        assert!(e.contains("multicast"), "{e}");
+        let e = "00:00:00:00:00:00".parse::<Mac>().unwrap_err();
+        assert!(e.contains("all zeros"), "{e}");
+        let e = "zz".parse::<Mac>().unwrap_err();
+        assert!(e.contains("\"zz\""), "{e}");
+        assert_eq!(
+            "02:AA:bb:cc:dd:ee".parse::<Mac>().unwrap().to_string(),
+            "02:aa:bb:cc:dd:ee"
+        );
+    }
+
+    #[test]
+    fn mac_vlan_forms() {
+        let mv: MacVlan = "@100".parse().unwrap();
+        assert_eq!(mv.mac, None);
+        assert_eq!(mv.vlan.unwrap().get(), 100);
+        let mv: MacVlan = "02:00:00:00:00:01@4094".parse().unwrap();
+        assert_eq!(mv.mac.unwrap().0, [2, 0, 0, 0, 0, 1]);
+        assert_eq!(mv.vlan.unwrap().get(), 4094);
+        let mv: MacVlan = "U:a@b@7".parse().unwrap();
+        assert_eq!(mv.mac, Some(Mac::derived("a@b")));
+        assert_eq!(mv.vlan.unwrap().get(), 7);
+        let mv: MacVlan = "02:00:00:00:00:01".parse().unwrap();
+        assert_eq!(mv.vlan, None);
+        for bad in ["@0", "@4095", "@x", "@"] {
+            let e = bad.parse::<MacVlan>().unwrap_err();
+            assert!(e.contains("1 to 4094"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn addr_forms() {
+        let a: AddrSpec = "192.168.1.10/24@192.168.1.1".parse().unwrap();
+        assert_eq!(a.addr.unwrap().to_string(), "192.168.1.10/24");
+        assert_eq!(a.gateway.unwrap().to_string(), "192.168.1.1");
+        let a: AddrSpec = "0/0".parse().unwrap();
+        assert_eq!(
+            a,
+            AddrSpec {
+                addr: None,
+                gateway: None
+            }
+        );
+        let a: AddrSpec = "2001:db8::5/64@2001:db8::1".parse().unwrap();
+        assert!(a.addr.unwrap().is_ipv6());
+        let a: AddrSpec = "10.0.0.2/32@10.9.9.9".parse().unwrap();
+        assert_eq!(a.addr.unwrap().prefix(), 32);
+    }
+
+    #[test]
+    fn addr_errors_name_the_value() {
+        for (bad, want) in [
+            ("10.0.0.1", "no prefix length"),
+            ("10.0.0.1/33", "/33"),
+            ("10.0.0.x/24", "not IP/PREFIX"),
+            ("10.0.0.1/24@2001:db8::1", "same family"),
+            ("10.0.0.1/24@nope", "\"nope\""),
+            ("10.0.0.1/24@10.0.0.1", "own address"),
+            ("224.0.0.1/24", "unicast"),
+            ("10.0.0.1/x", "\"x\""),
+        ] {
+            let e = bad.parse::<AddrSpec>().unwrap_err();
+            assert!(e.contains(want), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn ifname_rules() {
+        assert!("eth1".parse::<IfName>().is_ok());
+        assert!("a23456789012345".parse::<IfName>().is_ok());
+        assert!("a234567890123456".parse::<IfName>().is_err());
+        assert!("".parse::<IfName>().is_err());
+        assert!("a/b".parse::<IfName>().is_err());
+        assert!("a b".parse::<IfName>().is_err());
+        assert!("..".parse::<IfName>().is_err());
+    }
+
+    #[test]
+    fn guest_shapes() {
+        assert_eq!("123".parse::<GuestRef>().unwrap(), GuestRef::Pid(123));
+        assert_eq!(
+            "/proc/1/ns/net".parse::<GuestRef>().unwrap(),
+            GuestRef::Path("/proc/1/ns/net".into())
+        );
+        assert_eq!(
+            "web".parse::<GuestRef>().unwrap(),
+            GuestRef::Name("web".into())
+        );
+        assert!("99999999999999".parse::<GuestRef>().is_err());
+    }
+
+    #[test]
+    fn host_if_by_mac() {
+        assert_eq!(
+            "mac:02:00:00:00:00:0A".parse::<HostIfRef>().unwrap(),
+            HostIfRef::Mac(Mac([2, 0, 0, 0, 0, 10]))
+        );
+        assert!("mac:nope".parse::<HostIfRef>().is_err());
+        assert!("br1".parse::<HostIfRef>().is_ok());
+    }
+
+    #[test]
+    fn netns_names() {
+        assert!(valid_netns_name("web-1_a.b"));
+        assert!(!valid_netns_name(".."));
+        assert!(!valid_netns_name("a/b"));
+        assert!(!valid_netns_name("a b"));
+        assert!(!valid_netns_name(""));
+    }
+
+    #[test]
+    fn veth_names_always_fit() {
+        let eth1: IfName = "eth1".parse().unwrap();
+        assert_eq!(host_veth_name(&eth1, "1234").as_str(), "veth1pl1234");
+        let long: IfName = "averylongname12".parse().unwrap();
+        let n = host_veth_name(&long, "4194303");
+        assert!(n.as_str().len() <= IFNAMSIZ_MAX, "{n}");
+        assert_eq!(n, host_veth_name(&long, "4194303"), "stable");
+        assert_ne!(n, host_veth_name(&long, "4194304"));
+        let n = host_veth_name(&eth1, "4194303");
+        assert!(n.as_str().len() <= IFNAMSIZ_MAX, "{n}");
+    }
+}
