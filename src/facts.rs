@@ -6,7 +6,7 @@ use crate::guest::Target;
 use crate::netlink::{Link, Netlink};
 use crate::netns;
 use crate::plan::{Facts, HostSide};
-use crate::spec::{AttachSpec, HostIfRef, IfName, Mac, host_veth_name};
+use crate::spec::{AttachSpec, HostIfRef, Mac, host_veth_name};
 
 pub async fn observe(
     spec: &AttachSpec,
@@ -127,9 +127,4 @@ async fn by_mac(mac: Mac, host: &Netlink) -> Result<Link> {
                 .join(", ")
         ))),
     }
-}
-
-/// Parse a kernel-supplied name into an `IfName` (always valid, but typed).
-pub fn ifname(l: &Link) -> Result<IfName> {
-    l.name.parse().map_err(Error::Refused)
 }

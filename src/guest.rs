@@ -32,7 +32,9 @@ pub async fn resolve(guest: &GuestRef, timeout: Duration) -> Result<Target> {
         GuestRef::Path(p) => by_path(p)?,
         GuestRef::Name(n) => {
             let p = netns::link_path(n);
-            if valid_netns_name(n) && p.exists() {
+            // A link pipe made for a container is resolved through Docker again:
+            // after `docker restart` it points at the old, dead namespace.
+            if valid_netns_name(n) && p.exists() && !netns::created_by_pipe(n) {
                 let ns = open(&p, || format!("netns {n}"))?;
                 Target {
                     label: n.clone(),

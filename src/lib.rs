@@ -24,6 +24,13 @@ use crate::netlink::Netlink;
 use crate::plan::NsRef;
 use crate::spec::AttachSpec;
 
+/// pipe's own state (records of what it created): `$PIPE_STATE_DIR`, default /run/pipe.
+pub fn state_dir() -> std::path::PathBuf {
+    std::env::var_os("PIPE_STATE_DIR")
+        .map(Into::into)
+        .unwrap_or_else(|| "/run/pipe".into())
+}
+
 /// Parse the command line, run, print; returns the process exit code.
 pub fn main_entry() -> i32 {
     let cli = match Cli::try_parse() {

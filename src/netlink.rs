@@ -209,10 +209,10 @@ impl Netlink {
         let mut h = self.handle.clone();
         let mut resp = h.request(req).map_err(cause)?;
         while let Some(m) = resp.next().await {
-            if let NetlinkPayload::Error(e) = m.payload {
-                if e.code.is_some() {
-                    return Err(cause(rtnetlink::Error::NetlinkError(e)));
-                }
+            if let NetlinkPayload::Error(e) = m.payload
+                && e.code.is_some()
+            {
+                return Err(cause(rtnetlink::Error::NetlinkError(e)));
             }
         }
         Ok(())

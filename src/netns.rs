@@ -107,6 +107,11 @@ pub fn link_state(name: &str, ns: &Netns) -> io::Result<LinkState> {
     if id == ns.id {
         return Ok(LinkState::Same);
     }
+    // Only links pipe made itself are ever replaced: a namespace made with
+    // `ip netns add` has no process in it either, and is not ours to drop.
+    if !created_by_pipe(name) {
+        return Ok(LinkState::Other);
+    }
     if id.dev != ns.id.dev {
         // Not an nsfs file: the placeholder of a bind mount that is gone.
         return Ok(LinkState::Stale);
@@ -116,6 +121,16 @@ pub fn link_state(name: &str, ns: &Netns) -> io::Result<LinkState> {
     } else {
         LinkState::Stale
     })
+}
+
+/// Where pipe notes the /var/run/netns links it made.
+fn marker_path(name: &str) -> PathBuf {
+    crate::state_dir().join("netns").join(name)
+}
+
+/// Did pipe make /var/run/netns/NAME (rather than `ip netns add` or a user)?
+pub fn created_by_pipe(name: &str) -> bool {
+    marker_path(name).exists()
 }
 
 /// Does any process live in the namespace `id`? Only used on the rare path
@@ -130,10 +145,11 @@ fn any_process_in(id: NsId) -> bool {
         if !s.bytes().all(|b| b.is_ascii_digit()) {
             continue;
         }
-        if let Ok(md) = std::fs::metadata(format!("/proc/{s}/ns/net")) {
-            if md.dev() == id.dev && md.ino() == id.ino {
-                return true;
-            }
+        if let Ok(md) = std::fs::metadata(format!("/proc/{s}/ns/net"))
+            && md.dev() == id.dev
+            && md.ino() == id.ino
+        {
+            return true;
         }
     }
     false
@@ -195,6 +211,16 @@ pub fn create_link(name: &str, ns: &Netns) -> io::Result<()> {
         let _ = std::fs::remove_file(&p);
         return Err(e.into());
     }
+    let m = marker_path(name);
+    let r = m
+        .parent()
+        .map(std::fs::create_dir_all)
+        .unwrap_or(Ok(()))
+        .and_then(|()| std::fs::write(&m, format!("{}:{}\n", ns.id.dev, ns.id.ino)));
+    if let Err(e) = r {
+        let _ = remove_link(name);
+        return Err(e);
+    }
     Ok(())
 }
 
@@ -206,6 +232,7 @@ pub fn remove_link(name: &str) -> io::Result<()> {
         Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
         Err(e) => return Err(e.into()),
     }
+    let _ = std::fs::remove_file(marker_path(name));
     match std::fs::remove_file(&p) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),

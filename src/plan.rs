@@ -147,12 +147,12 @@ pub fn plan(spec: &AttachSpec, facts: &Facts, ns: NsRef) -> Result<Plan> {
             ns.netns_arg()
         )));
     }
-    if let Some(mtu) = spec.mtu {
-        if !(68..=65535).contains(&mtu) {
-            return Err(Error::Usage(format!(
-                "MTU {mtu} is out of range; give a value from 68 to 65535"
-            )));
-        }
+    if let Some(mtu) = spec.mtu
+        && !(68..=65535).contains(&mtu)
+    {
+        return Err(Error::Usage(format!(
+            "MTU {mtu} is out of range; give a value from 68 to 65535"
+        )));
     }
 
     let mut steps = Vec::new();
@@ -284,10 +284,10 @@ pub fn plan(spec: &AttachSpec, facts: &Facts, ns: NsRef) -> Result<Plan> {
 /// Is `gw` inside a subnet the new interface is on? Its only subnets are the
 /// address we give it and, for IPv6, the link-local fe80::/64.
 pub fn gateway_on_link(addr: Option<IpNetwork>, gw: IpAddr) -> bool {
-    if let IpAddr::V6(v6) = gw {
-        if v6.segments()[0] & 0xffc0 == 0xfe80 {
-            return true;
-        }
+    if let IpAddr::V6(v6) = gw
+        && v6.segments()[0] & 0xffc0 == 0xfe80
+    {
+        return true;
     }
     match addr {
         Some(net) => net.prefix() < net.max_prefix_len_bits() && net.contains(gw),

@@ -222,10 +222,10 @@ impl FromStr for AddrSpec {
                 ));
             }
         }
-        if let Some(gw) = gw {
-            if gw.is_multicast() || gw.is_unspecified() || gw.is_loopback() {
-                return Err(format!("gateway {gw} is not a unicast address"));
-            }
+        if let Some(gw) = gw
+            && (gw.is_multicast() || gw.is_unspecified() || gw.is_loopback())
+        {
+            return Err(format!("gateway {gw} is not a unicast address"));
         }
         Ok(AddrSpec {
             addr: Some(net),
