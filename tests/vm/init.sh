@@ -14,13 +14,15 @@ mount -t devtmpfs devtmpfs /dev
 mkdir -p /dev/pts /dev/shm
 mount -t devpts devpts /dev/pts
 mount -t tmpfs tmpfs /dev/shm
-mount -t tmpfs tmpfs /run
-mount -t tmpfs tmpfs /tmp
-mkdir -p /run/netns /run/lock
 [ -d /sys/fs/cgroup ] && mount -t cgroup2 cgroup2 /sys/fs/cgroup 2>/dev/null
-hostname pipe-vm
 
 . /etc/vm.conf
+for d in $TMPFS_MOUNTS; do mount -t tmpfs tmpfs "$d"; done
+chmod 1777 /tmp
+mkdir -p /run/netns /run/lock
+hostname pipe-vm
+
+echo
 
 echo "VMTEST-BOOTED kernel $(uname -r), $(nproc) CPUs, $(awk '/MemTotal/{print int($2/1024)}' /proc/meminfo) MiB"
 while read -r ko args; do
@@ -33,8 +35,9 @@ export PIPE_IN_VM=1 RUST_BACKTRACE=1
 cd "$PROJECT_ROOT" || echo "VMTEST-WARN cannot cd to $PROJECT_ROOT"
 while read -r bin; do
     echo "VMTEST-BEGIN $bin"
+    # shellcheck disable=SC2086 # TEST_ARGS holds separate words
     timeout -k 5 "$PER_BINARY_TIMEOUT" "$bin" --ignored "$TEST_FILTER" \
-        --test-threads="$TEST_THREADS" </dev/null 2>&1
+        --test-threads="$TEST_THREADS" $TEST_ARGS </dev/null 2>&1
     echo "VMTEST-END $bin rc=$?"
 done </etc/vm-tests
 echo "VMTEST-DONE"

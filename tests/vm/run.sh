@@ -23,6 +23,7 @@
 #   PIPE_VM_BIN_TIMEOUT  seconds for one test binary inside the VM (default 600)
 #   PIPE_VM_SMP / PIPE_VM_MEM   vCPUs (default 2) / MiB (default 1536)
 #   PIPE_VM_TEST_THREADS libtest --test-threads inside the VM (default 2)
+#   PIPE_VM_TEST_ARGS    extra libtest arguments inside the VM, e.g. "--nocapture" or "--exact"
 #   PIPE_VM_CACHE        kernel cache folder (default target/vm-cache)
 #   PIPE_VM_TARGET_DIR   cargo target dir for the static build (default target/vm-build)
 #   PIPE_VM_KERNEL_PKG   kernel package to use, e.g. linux-image-6.1.0-56-amd64
@@ -39,6 +40,7 @@ BIN_TIMEOUT=${PIPE_VM_BIN_TIMEOUT:-600}
 VM_SMP=${PIPE_VM_SMP:-2}
 VM_MEM=${PIPE_VM_MEM:-1536}
 TEST_THREADS=${PIPE_VM_TEST_THREADS:-2}
+TEST_ARGS=${PIPE_VM_TEST_ARGS:-}
 CACHE=${PIPE_VM_CACHE:-$ROOT/target/vm-cache}
 BUILD_DIR=${PIPE_VM_TARGET_DIR:-$ROOT/target/vm-build}
 TRIPLE=x86_64-unknown-linux-gnu
@@ -85,7 +87,12 @@ apt_install() {
     fi
     rm -f /tmp/vm-apt.$$
 }
-is_static() { ! ldd "$1" >/dev/null 2>&1; }
+is_static() { # ldd fails on static binaries, or says "statically linked" (static-pie)
+    local out
+    out=$(ldd "$1" 2>&1) || return 0
+    case $out in *"statically linked"* | *"not a dynamic executable"*) return 0 ;; esac
+    return 1
+}
 
 need=()
 command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
@@ -179,17 +186,13 @@ log "building the pipe binary statically (cargo build)"
 cargo build --bins --target "$TRIPLE" --message-format=json-render-diagnostics \
     >"$BUILD_DIR/vm-bins.json" || die "static build of the binaries failed (cargo build)"
 log "build took $(elapsed "$T_BUILD") s"
-artifact_executables() { # file.json test|bin
-    local want=$2
-    grep '"reason":"compiler-artifact"' "$1" | while IFS= read -r line; do
-        case $line in *'"executable":null'*) continue ;; esac
-        if [ "$want" = test ]; then
-            case $line in *'"test":true'*) ;; *) continue ;; esac
-        else
-            case $line in *'"test":true'*) continue ;; esac
-        fi
-        sed -E 's/.*"executable":"([^"]*)".*/\1/' <<<"$line"
-    done | sort -u
+artifact_executables() { # file.json test|bin: executables from cargo's JSON messages
+    local profile_test=true
+    [ "$2" = bin ] && profile_test=false
+    grep '"reason":"compiler-artifact"' "$1" \
+        | grep -E "\"profile\":\\{[^}]*\"test\":$profile_test" \
+        | grep -v '"executable":null' \
+        | sed -E 's/.*"executable":"([^"]*)".*/\1/' | sort -u || true
 }
 mapfile -t TEST_BINS < <(artifact_executables "$BUILD_DIR/vm-tests.json" test)
 mapfile -t BINS < <(artifact_executables "$BUILD_DIR/vm-bins.json" bin)
@@ -199,7 +202,8 @@ mapfile -t BINS < <(artifact_executables "$BUILD_DIR/vm-bins.json" bin)
 VM_BINS=()
 EXPECTED=0
 for b in "${TEST_BINS[@]}"; do
-    n=$("$b" --list --ignored "$FILTER" 2>/dev/null </dev/null | grep -c ': test$' || true)
+    # shellcheck disable=SC2086 # TEST_ARGS holds separate words (e.g. --exact)
+    n=$("$b" --list --ignored "$FILTER" $TEST_ARGS 2>/dev/null </dev/null | grep -c ': test$' || true)
     if [ "$n" -gt 0 ]; then
         VM_BINS+=("$b")
         EXPECTED=$((EXPECTED + n))
@@ -227,7 +231,7 @@ copy_with_libs() {
     mkdir -p "$R$(dirname "$dst")"
     cp -L "$src" "$R$dst"
     is_static "$src" && return 0
-    ldd "$src" | grep -oE '/[^ ]+' | while read -r lib; do
+    { ldd "$src" | grep -oE '/[^ ]+' || true; } | while read -r lib; do
         [ -e "$R$lib" ] && continue
         mkdir -p "$R$(dirname "$lib")"
         cp -L "$lib" "$R$lib"
@@ -302,11 +306,18 @@ done
 for b in "${BINS[@]}" "${VM_BINS[@]}"; do copy_with_libs "$b" "$b"; done
 printf '%s\n' "${VM_BINS[@]}" >"$R/etc/vm-tests"
 mkdir -p "$R$ROOT"
+# tmpfs on /run and /tmp, unless that would hide the project or its binaries
+TMPFS_MOUNTS=""
+for d in /run /tmp; do
+    case "$ROOT/ $BUILD_DIR/" in "$d"/* | *" $d"/*) log "note: no tmpfs on $d in the VM (the project lives there)" ;; *) TMPFS_MOUNTS+=" $d" ;; esac
+done
 {
     printf 'PROJECT_ROOT=%q\n' "$ROOT"
     printf 'TEST_FILTER=%q\n' "$FILTER"
     printf 'TEST_THREADS=%q\n' "$TEST_THREADS"
     printf 'PER_BINARY_TIMEOUT=%q\n' "$BIN_TIMEOUT"
+    printf 'TMPFS_MOUNTS=%q\n' "$TMPFS_MOUNTS"
+    printf 'TEST_ARGS=%q\n' "$TEST_ARGS"
 } >"$R/etc/vm.conf"
 cp "$ROOT/tests/vm/init.sh" "$R/init"
 chmod 755 "$R/init"
@@ -325,7 +336,7 @@ timeout -k 10 "$VM_TIMEOUT" qemu-system-x86_64 \
     -nographic -no-reboot -nodefaults -display none -serial stdio \
     -kernel "$VMLINUZ" -initrd "$WORK/initrd.cpio" \
     -append "console=ttyS0 quiet loglevel=3 panic=-1 rdinit=/init mitigations=off" \
-    </dev/null 2>&1 | tr -d '\r' | tee "$CONSOLE"
+    </dev/null 2>&1 | sed -u -e 's/\r//g' -e 's/\x1b\[[0-9;?]*[A-Za-z]//g' -e 's/\x1b[A-Za-z]//g' | tee "$CONSOLE"
 QRC=${PIPESTATUS[0]}
 set -e
 VM_SECS=$(elapsed "$T_VM")
@@ -350,6 +361,9 @@ for b in "${VM_BINS[@]}"; do
     if [ -z "$rc" ]; then
         rc="none (did not finish)"
         failed=1
+    elif [ "$rc" = 143 ] || [ "$rc" = 137 ]; then
+        rc="$rc (killed: over PIPE_VM_BIN_TIMEOUT=${BIN_TIMEOUT}s)"
+        failed=1
     elif [ "$rc" != 0 ]; then
         failed=1
     fi
@@ -369,7 +383,7 @@ log "kernel $KVER ($(basename "$KDIR")), qemu TCG smp=$VM_SMP"
 log "VM wall time (boot to power-off): $VM_SECS s; whole tier: $(elapsed "$T_START") s"
 log "tests run inside the VM: $RAN ($PASSED passed, $FAILED failed) of $EXPECTED expected, in ${#VM_BINS[@]} binaries"
 if [ "$failed" != 0 ]; then
-    log "VM tier FAILED: $(IFS=';'; echo "${reasons[*]}")"
+    log "VM tier FAILED: $(printf '%s; ' "${reasons[@]}" | sed 's/; $//')"
     exit 1
 fi
 log "VM tier OK"
