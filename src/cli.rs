@@ -26,9 +26,15 @@ derived MAC); @VLAN is an 802.1Q id.";
     version,
     about = "Give a running container another network interface: veth into a Linux bridge, or macvlan on a host interface",
     after_help = AFTER_HELP,
-    disable_help_subcommand = true
+    disable_help_subcommand = true,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
 )]
 pub struct Cli {
+    /// Other verbs (pipework's `route`, `rule`, `tc`, and pipe's own); without one, attach.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Host interface: an existing bridge (veth into it), a missing name starting
     /// with "br" (the bridge is created), any other interface (macvlan parent), or
     /// mac:AA:BB:CC:DD:EE:FF.
@@ -73,15 +79,15 @@ pub struct Cli {
     pub macvlan_mode: ModeArg,
 
     /// Print the plan as equivalent ip commands and change nothing.
-    #[arg(short = 'n', long)]
+    #[arg(short = 'n', long, global = true)]
     pub dry_run: bool,
 
     /// More logging (-v: info, -vv: debug, -vvv: trace); RUST_LOG also works.
-    #[arg(short, long, action = ArgAction::Count)]
+    #[arg(short, long, action = ArgAction::Count, global = true)]
     pub verbose: u8,
 
     /// Print the result as one JSON object.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub json: bool,
 
     /// Do not link the container's namespace into /var/run/netns.
@@ -96,6 +102,10 @@ pub struct Cli {
     #[arg(long, value_enum, hide = true, value_name = "WHAT")]
     pub generate: Option<Generate>,
 }
+
+/// Verbs other than attach. Each issue's feature adds its own variant here.
+#[derive(clap::Subcommand, Debug)]
+pub enum Command {}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ModeArg {

@@ -86,6 +86,9 @@ pub fn run(cli: Cli) -> Result<()> {
             .map_err(|e| Error::Refused(format!("writing to stdout: {e}")))?;
         return Ok(());
     }
+    if let Some(cmd) = cli.command {
+        match cmd {}
+    }
     let json = cli.json;
     let dry_run = cli.dry_run;
     let spec = cli.into_spec()?;
