@@ -22,6 +22,50 @@ const BIN: &str = env!("CARGO_BIN_EXE_pipe");
 const NETNS: &str = "dockerhost";
 const IMAGE: &str = "local/busybox:latest";
 const SOCKET: &str = "/var/run/docker.sock";
+/// Podman's Docker-compatible API, started by tests/docker/podman.sh in netns `podmanhost`.
+const PODMAN_SOCKET: &str = "/run/pipe-test-podman/podman.sock";
+const PODMAN_NETNS: &str = "podmanhost";
+/// Podman's default nofile/nproc limits (1048576) exceed the hard limits of sandboxed machines,
+/// and its default capabilities lack NET_RAW, which busybox ping needs.
+const PODMAN_RUN_OPTS: [&str; 5] = [
+    "--ulimit",
+    "nofile=1024:1024",
+    "--ulimit",
+    "nproc=1024:1024",
+    "--cap-add=NET_RAW",
+];
+
+/// Which engine a container runs on; `pipe` runs in that engine's namespace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Engine {
+    Docker,
+    Podman,
+}
+
+impl Engine {
+    /// The engine's CLI, always against the test daemon.
+    fn cli(self) -> Command {
+        match self {
+            Engine::Docker => {
+                let mut cmd = Command::new("docker");
+                cmd.env("DOCKER_HOST", format!("unix://{SOCKET}"));
+                cmd
+            }
+            Engine::Podman => {
+                let mut cmd = Command::new("podman");
+                cmd.args(["--remote", "--url", &format!("unix://{PODMAN_SOCKET}")]);
+                cmd
+            }
+        }
+    }
+
+    fn netns(self) -> &'static str {
+        match self {
+            Engine::Docker => NETNS,
+            Engine::Podman => PODMAN_NETNS,
+        }
+    }
+}
 
 // ---------------------------------------------------------------------------------------------
 // Environment
@@ -50,7 +94,35 @@ fn check_once() {
     }
 }
 
-fn check_docker() -> Result<(), String> {
+/// Like [`require_docker`], for Podman's Docker-compatible service (tests/docker/podman.sh).
+fn require_podman() -> RwLockReadGuard<'static, ()> {
+    static READY: OnceLock<Result<(), String>> = OnceLock::new();
+    if let Err(reason) = READY.get_or_init(check_podman) {
+        panic!("Podman test service unavailable: {reason}");
+    }
+    ENGINE.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn check_podman() -> Result<(), String> {
+    check_root()?;
+    let recorded = concat!(env!("CARGO_MANIFEST_DIR"), "/target/podman-unavailable");
+    if let Ok(reason) = fs::read_to_string(recorded) {
+        return Err(format!(
+            "{} (recorded by tests/docker/podman.sh)",
+            reason.trim()
+        ));
+    }
+    let start = "start it with tests/docker/up.sh (./tests/run.sh does)";
+    if !Path::new(PODMAN_SOCKET).exists() {
+        return Err(format!("{PODMAN_SOCKET} is missing; {start}"));
+    }
+    if !Path::new(&format!("/var/run/netns/{PODMAN_NETNS}")).exists() {
+        return Err(format!("netns {PODMAN_NETNS} is missing; {start}"));
+    }
+    Ok(())
+}
+
+fn check_root() -> Result<(), String> {
     let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
     let uid = status
         .lines()
@@ -60,6 +132,11 @@ fn check_docker() -> Result<(), String> {
     if uid != "0" {
         return Err("these tests start containers and create links: run them as root".into());
     }
+    Ok(())
+}
+
+fn check_docker() -> Result<(), String> {
+    check_root()?;
     if let Ok(reason) = std::env::var("PIPE_DOCKER_UNAVAILABLE")
         && !reason.trim().is_empty()
     {
@@ -123,16 +200,18 @@ fn must(cmd: &mut Command) -> String {
 
 /// The `docker` CLI, always against the test Engine.
 fn docker(args: &[&str]) -> Output {
-    run(Command::new("docker")
-        .env("DOCKER_HOST", format!("unix://{SOCKET}"))
-        .args(args))
+    run(Engine::Docker.cli().args(args))
 }
 
 fn docker_ok(args: &[&str]) -> String {
-    let out = docker(args);
+    cli_ok(Engine::Docker, args)
+}
+
+fn cli_ok(engine: Engine, args: &[&str]) -> String {
+    let out = run(engine.cli().args(args));
     assert!(
         out.status.success(),
-        "docker {} failed: {}",
+        "{engine:?} {} failed: {}",
         args.join(" "),
         text(&out.stderr)
     );
@@ -141,18 +220,31 @@ fn docker_ok(args: &[&str]) -> String {
 
 /// `pipe ARGS` inside netns dockerhost, with the default DOCKER_HOST (unset).
 fn pipe_cmd(args: &[&str]) -> Command {
+    pipe_cmd_on(Engine::Docker, args)
+}
+
+/// `pipe ARGS` inside the engine's namespace, with DOCKER_HOST pointing at the engine (Docker:
+/// unset, so the default socket is used).
+fn pipe_cmd_on(engine: Engine, args: &[&str]) -> Command {
     let mut cmd = Command::new("nsenter");
-    cmd.arg(format!("--net=/var/run/netns/{NETNS}"))
+    cmd.arg(format!("--net=/var/run/netns/{}", engine.netns()))
         .arg(BIN)
         .args(args)
         .env_remove("DOCKER_HOST")
         .env_remove("RUST_LOG");
+    if engine == Engine::Podman {
+        cmd.env("DOCKER_HOST", format!("unix://{PODMAN_SOCKET}"));
+    }
     cmd
 }
 
 /// Runs pipe, asserts success, returns stdout + stderr.
 fn pipe_ok(args: &[&str]) -> String {
-    let out = run(&mut pipe_cmd(args));
+    pipe_ok_on(Engine::Docker, args)
+}
+
+fn pipe_ok_on(engine: Engine, args: &[&str]) -> String {
+    let out = run(&mut pipe_cmd_on(engine, args));
     let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
     assert!(
         out.status.success(),
@@ -176,7 +268,11 @@ fn pipe_fails(cmd: &mut Command) -> String {
 
 /// `ip ARGS` in netns dockerhost.
 fn host_ip(args: &[&str]) -> Output {
-    run(Command::new("ip").args(["-n", NETNS]).args(args))
+    host_ip_in(NETNS, args)
+}
+
+fn host_ip_in(netns: &str, args: &[&str]) -> Output {
+    run(Command::new("ip").args(["-n", netns]).args(args))
 }
 
 /// `ip -j ARGS` in the network namespace of `pid`, parsed.
@@ -192,7 +288,11 @@ fn ip_json_in(pid: u32, args: &[&str]) -> serde_json::Value {
 
 /// Host-side links enslaved to `bridge` in dockerhost.
 fn ports_of(bridge: &str) -> Vec<String> {
-    let out = host_ip(&["-j", "link", "show", "master", bridge]);
+    ports_in(NETNS, bridge)
+}
+
+fn ports_in(netns: &str, bridge: &str) -> Vec<String> {
+    let out = host_ip_in(netns, &["-j", "link", "show", "master", bridge]);
     if !out.status.success() {
         return Vec::new();
     }
@@ -229,31 +329,57 @@ fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) -> 
 /// A test container, removed (with the /var/run/netns link pipe made for it) on drop.
 struct Container {
     name: String,
+    engine: Engine,
 }
 
 impl Container {
+    /// A name for a Docker container that the test creates itself.
     fn named() -> Container {
         Container {
             name: unique("pipe-t"),
+            engine: Engine::Docker,
         }
     }
 
     /// `docker run -d --name NAME OPTS local/busybox sleep 3600`
     fn running(opts: &[&str]) -> Container {
-        let c = Container::named();
+        Container::running_on(Engine::Docker, opts)
+    }
+
+    fn running_on(engine: Engine, opts: &[&str]) -> Container {
+        let c = Container {
+            name: unique("pipe-t"),
+            engine,
+        };
         let mut args = vec!["run", "-d", "--name", &c.name];
+        if engine == Engine::Podman {
+            args.extend_from_slice(&PODMAN_RUN_OPTS);
+        }
         args.extend_from_slice(opts);
         args.extend_from_slice(&[IMAGE, "sleep", "3600"]);
-        docker_ok(&args);
+        cli_ok(engine, &args);
         c
     }
 
     fn id(&self) -> String {
-        docker_ok(&["inspect", "--format", "{{.Id}}", &self.name])
+        cli_ok(self.engine, &["inspect", "--format", "{{.Id}}", &self.name])
+    }
+
+    /// A unique prefix of the ID (12 characters or more) that is not all digits: an all-digit
+    /// GUEST is a PID.
+    fn id_prefix(&self) -> String {
+        let id = self.id();
+        let letter = id
+            .find(|c: char| c.is_ascii_alphabetic())
+            .unwrap_or(id.len());
+        id[..(letter + 1).clamp(12, id.len())].to_string()
     }
 
     fn pid(&self) -> u32 {
-        let pid = docker_ok(&["inspect", "--format", "{{.State.Pid}}", &self.name]);
+        let pid = cli_ok(
+            self.engine,
+            &["inspect", "--format", "{{.State.Pid}}", &self.name],
+        );
         pid.parse()
             .unwrap_or_else(|_| panic!("PID of {}: {pid:?}", self.name))
     }
@@ -262,7 +388,10 @@ impl Container {
     fn ping(&self, addr: &str) {
         let mut last = String::new();
         for _ in 0..3 {
-            let out = docker(&["exec", &self.name, "ping", "-c1", "-W2", addr]);
+            let out = run(self
+                .engine
+                .cli()
+                .args(["exec", &self.name, "ping", "-c1", "-W2", addr]));
             if out.status.success() {
                 return;
             }
@@ -274,7 +403,7 @@ impl Container {
 
 impl Drop for Container {
     fn drop(&mut self) {
-        let _ = docker(&["rm", "-f", "-v", &self.name]);
+        let _ = run(self.engine.cli().args(["rm", "-f", "-v", &self.name]));
         if Path::new(&format!("/var/run/netns/{}", self.name)).exists() {
             let _ = run(Command::new("ip").args(["netns", "del", &self.name]));
         }
@@ -286,13 +415,19 @@ impl Drop for Container {
 /// A bridge name for pipe to create in dockerhost; deleted on drop, with any firewall rule.
 struct Bridge {
     name: String,
+    netns: &'static str,
     forwarding: bool,
 }
 
 impl Bridge {
     fn new() -> Bridge {
+        Bridge::on(Engine::Docker)
+    }
+
+    fn on(engine: Engine) -> Bridge {
         Bridge {
             name: unique("br"),
+            netns: engine.netns(),
             forwarding: false,
         }
     }
@@ -301,6 +436,7 @@ impl Bridge {
     /// (bridge-nf-call-iptables=1) frames bridged between two ports of a bridge that is not
     /// Docker's are dropped too. What an operator does: accept them in DOCKER-USER.
     fn allow_forwarding(&mut self) {
+        assert_eq!(self.netns, NETNS, "DOCKER-USER exists in dockerhost only");
         must(
             Command::new("nsenter")
                 .arg(format!("--net=/var/run/netns/{NETNS}"))
@@ -321,7 +457,13 @@ impl Bridge {
     }
 
     fn exists(&self) -> bool {
-        link_exists_in_dockerhost(&self.name)
+        host_ip_in(self.netns, &["link", "show", "dev", &self.name])
+            .status
+            .success()
+    }
+
+    fn ports(&self) -> Vec<String> {
+        ports_in(self.netns, &self.name)
     }
 }
 
@@ -333,7 +475,7 @@ impl Drop for Bridge {
                 .args(["iptables", "-w", "-D", "DOCKER-USER", "-i", &self.name])
                 .args(["-o", &self.name, "-j", "ACCEPT"]));
         }
-        let _ = host_ip(&["link", "del", "dev", &self.name]);
+        let _ = host_ip_in(self.netns, &["link", "del", "dev", &self.name]);
     }
 }
 
@@ -352,8 +494,7 @@ fn attach_by_name_and_by_id_prefix_then_ping_across_the_bridge() {
         out.contains(&a.name),
         "output should name the container: {out}"
     );
-    let b_id = b.id();
-    pipe_ok(&[&br.name, &b_id[..12], "10.251.1.3/24"]);
+    pipe_ok(&[&br.name, &b.id_prefix(), "10.251.1.3/24"]);
 
     assert!(br.exists(), "pipe should have created bridge {}", br.name);
     assert_eq!(ports_of(&br.name).len(), 2, "two veths on {}", br.name);
@@ -697,4 +838,34 @@ fn name_lookup_cost_over_pid() {
     // meets (the release figure is in the issue's closing note).
     assert!(extra < Duration::from_millis(20), "{report}");
     assert!(!br.exists(), "--dry-run must not create the bridge");
+}
+
+/// Podman's Docker-compatible API (`podman system service`), through the same code:
+/// DOCKER_HOST=unix:///run/pipe-test-podman/podman.sock.
+#[test]
+fn podman_compat_socket_resolves_and_attaches() {
+    let _engine = require_podman();
+    let podman = Engine::Podman;
+    let a = Container::running_on(podman, &["--network=none"]);
+    let b = Container::running_on(podman, &["--network=none"]);
+    let br = Bridge::on(podman);
+
+    let out = pipe_ok_on(podman, &[&br.name, &a.name, "10.252.1.2/24"]);
+    assert!(
+        out.contains(&a.name),
+        "output should name the container: {out}"
+    );
+    pipe_ok_on(podman, &[&br.name, &b.id_prefix(), "10.252.1.3/24"]);
+    assert_eq!(br.ports().len(), 2, "{:?}", br.ports());
+    b.ping("10.252.1.2");
+
+    cli_ok(podman, &["stop", "-t", "0", &a.name]);
+    let err = pipe_fails(&mut pipe_cmd_on(
+        podman,
+        &[&br.name, &a.name, "10.252.1.4/24"],
+    ));
+    assert!(
+        err.contains(&format!("container {} is exited", a.name)),
+        "{err}"
+    );
 }
