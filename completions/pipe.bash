@@ -16,6 +16,15 @@ _pipe() {
             ",$1")
                 cmd="pipe"
                 ;;
+            pipe,route)
+                cmd="pipe__subcmd__route"
+                ;;
+            pipe,rule)
+                cmd="pipe__subcmd__rule"
+                ;;
+            pipe,tc)
+                cmd="pipe__subcmd__tc"
+                ;;
             *)
                 ;;
         esac
@@ -23,7 +32,7 @@ _pipe() {
 
     case "${cmd}" in
         pipe)
-            opts="-i -l -a -n -v -h -V --container-ifname --host-ifname --family --mtu --macvlan-mode --dry-run --verbose --json --no-netns-link --timeout --generate --help --version"
+            opts="-i -l -a -n -v -h -V --container-ifname --host-ifname --family --mtu --macvlan-mode --dry-run --verbose --json --no-netns-link --timeout --generate --help --version route rule tc"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -69,6 +78,48 @@ _pipe() {
                     COMPREPLY=($(compgen -W "man bash zsh fish" -- "${cur}"))
                     return 0
                     ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        pipe__subcmd__route)
+            opts="-n -v -h --dry-run --verbose --json --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        pipe__subcmd__rule)
+            opts="-n -v -h --dry-run --verbose --json --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        pipe__subcmd__tc)
+            opts="-n -v -h --dry-run --verbose --json --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 *)
                     COMPREPLY=()
                     ;;

@@ -11,10 +11,12 @@ pub mod exec;
 pub mod facts;
 pub mod generate;
 pub mod guest;
+pub mod iproute;
 pub mod netlink;
 pub mod netns;
 pub mod plan;
 pub mod report;
+pub mod route_cmd;
 pub mod spec;
 
 use clap::Parser;
@@ -88,7 +90,15 @@ pub fn run(cli: Cli) -> Result<()> {
         return Ok(());
     }
     if let Some(cmd) = cli.command {
-        match cmd {}
+        use crate::cli::Command;
+        use crate::route_cmd::Verb3;
+        return match cmd {
+            Command::Route { guest, args } => {
+                route_cmd::run(Verb3::Route, guest, args, cli.dry_run)
+            }
+            Command::Rule { guest, args } => route_cmd::run(Verb3::Rule, guest, args, cli.dry_run),
+            Command::Tc { guest, args } => route_cmd::run(Verb3::Tc, guest, args, cli.dry_run),
+        };
     }
     let json = cli.json;
     let dry_run = cli.dry_run;
@@ -101,7 +111,7 @@ pub fn run(cli: Cli) -> Result<()> {
 }
 
 /// Pipe needs to enter namespaces and change links.
-fn check_privileges() -> Result<()> {
+pub(crate) fn check_privileges() -> Result<()> {
     const CAP_NET_ADMIN: u32 = 12;
     const CAP_SYS_ADMIN: u32 = 21;
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
