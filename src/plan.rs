@@ -108,6 +108,15 @@ pub enum Step {
         gateway: IpAddr,
         previous: Option<Route>,
     },
+    /// Re-run: keep the container interface pipe made earlier (no change).
+    Adopt {
+        link: Link,
+    },
+    /// Re-run with another address: remove the one pipe set before.
+    DeleteAddress {
+        ifname: IfName,
+        addr: IpNetwork,
+    },
 }
 
 /// The ordered steps of one attachment plus what to report when done.
@@ -360,6 +369,8 @@ impl Step {
                 let fam = if gateway.is_ipv6() { "-6 " } else { "" };
                 format!("{ip} {fam}route replace default via {gateway} dev {ifname}")
             }
+            Step::Adopt { link } => format!("# {} exists already (made by pipe): kept", link.name),
+            Step::DeleteAddress { ifname, addr } => format!("{ip} addr del {addr} dev {ifname}"),
         }
     }
 }
