@@ -186,6 +186,13 @@ pub fn plan(
         }
     }
 
+    if readdressed && let Some(addr) = spec.addr.addr {
+        steps.push(Step::Announce {
+            ifname: ifname.clone(),
+            addr: addr.ip(),
+        });
+    }
+
     Ok(Plan {
         ns,
         steps,
