@@ -16,6 +16,12 @@ _pipe() {
             ",$1")
                 cmd="pipe"
                 ;;
+            pipe,detach)
+                cmd="pipe__subcmd__detach"
+                ;;
+            pipe,gc)
+                cmd="pipe__subcmd__gc"
+                ;;
             pipe,route)
                 cmd="pipe__subcmd__route"
                 ;;
@@ -25,6 +31,9 @@ _pipe() {
             pipe,tc)
                 cmd="pipe__subcmd__tc"
                 ;;
+            pipe,watch)
+                cmd="pipe__subcmd__watch"
+                ;;
             *)
                 ;;
         esac
@@ -32,7 +41,7 @@ _pipe() {
 
     case "${cmd}" in
         pipe)
-            opts="-i -l -a -n -v -h -V --container-ifname --host-ifname --family --mtu --macvlan-mode --dry-run --verbose --json --no-netns-link --timeout --generate --help --version route rule tc"
+            opts="-i -l -a -n -v -h -V --container-ifname --host-ifname --family --mtu --macvlan-mode --dry-run --verbose --json --no-netns-link --timeout --wait --persist --state-dir --generate --help --version detach gc watch route rule tc"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -74,6 +83,10 @@ _pipe() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --generate)
                     COMPREPLY=($(compgen -W "man bash zsh fish" -- "${cur}"))
                     return 0
@@ -85,13 +98,65 @@ _pipe() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        pipe__subcmd__route)
-            opts="-n -v -h --dry-run --verbose --json --help"
+        pipe__subcmd__detach)
+            opts="-i -n -v -h --container-ifname --force --timeout --dry-run --verbose --json --state-dir --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --container-ifname)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -i)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        pipe__subcmd__gc)
+            opts="-n -v -h --dry-run --verbose --json --state-dir --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        pipe__subcmd__route)
+            opts="-n -v -h --dry-run --verbose --json --state-dir --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -100,12 +165,16 @@ _pipe() {
             return 0
             ;;
         pipe__subcmd__rule)
-            opts="-n -v -h --dry-run --verbose --json --help"
+            opts="-n -v -h --dry-run --verbose --json --state-dir --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -114,12 +183,38 @@ _pipe() {
             return 0
             ;;
         pipe__subcmd__tc)
-            opts="-n -v -h --dry-run --verbose --json --help"
+            opts="-n -v -h --dry-run --verbose --json --state-dir --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        pipe__subcmd__watch)
+            opts="-n -v -h --file --once --dry-run --verbose --json --state-dir --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;

@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_pipe_global_optspecs
-    string join \n i/container-ifname= l/host-ifname= a/family= mtu= macvlan-mode= n/dry-run v/verbose json no-netns-link timeout= generate= h/help V/version
+    string join \n i/container-ifname= l/host-ifname= a/family= mtu= macvlan-mode= n/dry-run v/verbose json no-netns-link timeout= wait persist state-dir= generate= h/help V/version
 end
 
 function __fish_pipe_needs_command
@@ -33,7 +33,8 @@ complete -c pipe -n "__fish_pipe_needs_command" -l macvlan-mode -d 'Mode of a ma
 private\t''
 vepa\t''
 passthru\t''"
-complete -c pipe -n "__fish_pipe_needs_command" -l timeout -d 'Seconds to wait for a starting container to get a PID' -r
+complete -c pipe -n "__fish_pipe_needs_command" -l timeout -d 'Seconds to wait for a starting container to get a PID (default 5); with --wait, for the interface to be ready (default: for ever)' -r
+complete -c pipe -n "__fish_pipe_needs_command" -l state-dir -d 'Where pipe keeps its records of what it created' -r -F
 complete -c pipe -n "__fish_pipe_needs_command" -l generate -d 'Print the man page or a completion script to stdout' -r -f -a "man\t''
 bash\t''
 zsh\t''
@@ -42,19 +43,47 @@ complete -c pipe -n "__fish_pipe_needs_command" -s n -l dry-run -d 'Print the pl
 complete -c pipe -n "__fish_pipe_needs_command" -s v -l verbose -d 'More logging (-v: info, -vv: debug, -vvv: trace); RUST_LOG also works'
 complete -c pipe -n "__fish_pipe_needs_command" -l json -d 'Print the result as one JSON object'
 complete -c pipe -n "__fish_pipe_needs_command" -l no-netns-link -d 'Do not link the container\'s namespace into /var/run/netns'
+complete -c pipe -n "__fish_pipe_needs_command" -l wait -d 'Inside a container: wait until interface -i (eth1) exists, is up and has a usable address (IPv6: past duplicate address detection), as pipework --wait'
+complete -c pipe -n "__fish_pipe_needs_command" -l persist -d 'Keep this attachment: `pipe watch` applies it again whenever the container starts'
 complete -c pipe -n "__fish_pipe_needs_command" -s h -l help -d 'Print help'
 complete -c pipe -n "__fish_pipe_needs_command" -s V -l version -d 'Print version'
+complete -c pipe -n "__fish_pipe_needs_command" -a "detach" -d 'Remove an interface pipe attached: both ends, a bridge pipe created once it has no port left, the /var/run/netns link; the replaced default route is put back'
+complete -c pipe -n "__fish_pipe_needs_command" -a "gc" -d 'Remove what is left of attachments whose container is gone: state records, stale /var/run/netns links, bridges pipe created that nothing uses'
+complete -c pipe -n "__fish_pipe_needs_command" -a "watch" -d 'Follow the Docker Engine\'s events and apply persistent attachments (--persist, and the attachments file) each time their container starts'
 complete -c pipe -n "__fish_pipe_needs_command" -a "route" -d 'Add, delete or replace a route inside the container, over netlink'
 complete -c pipe -n "__fish_pipe_needs_command" -a "rule" -d 'Add or delete a policy routing rule inside the container, over netlink'
 complete -c pipe -n "__fish_pipe_needs_command" -a "tc" -d 'Run the host\'s `tc` with these arguments inside the container\'s namespace'
+complete -c pipe -n "__fish_pipe_using_subcommand detach" -s i -l container-ifname -d 'Interface name inside the container' -r
+complete -c pipe -n "__fish_pipe_using_subcommand detach" -l timeout -d 'Seconds to wait for a starting container to get a PID' -r
+complete -c pipe -n "__fish_pipe_using_subcommand detach" -l state-dir -d 'Where pipe keeps its records of what it created' -r -F
+complete -c pipe -n "__fish_pipe_using_subcommand detach" -l force -d 'Delete the interface even if pipe did not create it'
+complete -c pipe -n "__fish_pipe_using_subcommand detach" -s n -l dry-run -d 'Print the plan as equivalent ip commands and change nothing'
+complete -c pipe -n "__fish_pipe_using_subcommand detach" -s v -l verbose -d 'More logging (-v: info, -vv: debug, -vvv: trace); RUST_LOG also works'
+complete -c pipe -n "__fish_pipe_using_subcommand detach" -l json -d 'Print the result as one JSON object'
+complete -c pipe -n "__fish_pipe_using_subcommand detach" -s h -l help -d 'Print help'
+complete -c pipe -n "__fish_pipe_using_subcommand gc" -l state-dir -d 'Where pipe keeps its records of what it created' -r -F
+complete -c pipe -n "__fish_pipe_using_subcommand gc" -s n -l dry-run -d 'Print the plan as equivalent ip commands and change nothing'
+complete -c pipe -n "__fish_pipe_using_subcommand gc" -s v -l verbose -d 'More logging (-v: info, -vv: debug, -vvv: trace); RUST_LOG also works'
+complete -c pipe -n "__fish_pipe_using_subcommand gc" -l json -d 'Print the result as one JSON object'
+complete -c pipe -n "__fish_pipe_using_subcommand gc" -s h -l help -d 'Print help'
+complete -c pipe -n "__fish_pipe_using_subcommand watch" -l file -d 'Declarative attachments (TOML, one [[attach]] table per interface); a missing file at the default path means none' -r -F
+complete -c pipe -n "__fish_pipe_using_subcommand watch" -l state-dir -d 'Where pipe keeps its records of what it created' -r -F
+complete -c pipe -n "__fish_pipe_using_subcommand watch" -l once -d 'Apply to the running containers once, then exit (no event stream)'
+complete -c pipe -n "__fish_pipe_using_subcommand watch" -s n -l dry-run -d 'Print the plan as equivalent ip commands and change nothing'
+complete -c pipe -n "__fish_pipe_using_subcommand watch" -s v -l verbose -d 'More logging (-v: info, -vv: debug, -vvv: trace); RUST_LOG also works'
+complete -c pipe -n "__fish_pipe_using_subcommand watch" -l json -d 'Print the result as one JSON object'
+complete -c pipe -n "__fish_pipe_using_subcommand watch" -s h -l help -d 'Print help'
+complete -c pipe -n "__fish_pipe_using_subcommand route" -l state-dir -d 'Where pipe keeps its records of what it created' -r -F
 complete -c pipe -n "__fish_pipe_using_subcommand route" -s n -l dry-run -d 'Print the plan as equivalent ip commands and change nothing'
 complete -c pipe -n "__fish_pipe_using_subcommand route" -s v -l verbose -d 'More logging (-v: info, -vv: debug, -vvv: trace); RUST_LOG also works'
 complete -c pipe -n "__fish_pipe_using_subcommand route" -l json -d 'Print the result as one JSON object'
 complete -c pipe -n "__fish_pipe_using_subcommand route" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c pipe -n "__fish_pipe_using_subcommand rule" -l state-dir -d 'Where pipe keeps its records of what it created' -r -F
 complete -c pipe -n "__fish_pipe_using_subcommand rule" -s n -l dry-run -d 'Print the plan as equivalent ip commands and change nothing'
 complete -c pipe -n "__fish_pipe_using_subcommand rule" -s v -l verbose -d 'More logging (-v: info, -vv: debug, -vvv: trace); RUST_LOG also works'
 complete -c pipe -n "__fish_pipe_using_subcommand rule" -l json -d 'Print the result as one JSON object'
 complete -c pipe -n "__fish_pipe_using_subcommand rule" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c pipe -n "__fish_pipe_using_subcommand tc" -l state-dir -d 'Where pipe keeps its records of what it created' -r -F
 complete -c pipe -n "__fish_pipe_using_subcommand tc" -s n -l dry-run -d 'Print the plan as equivalent ip commands and change nothing'
 complete -c pipe -n "__fish_pipe_using_subcommand tc" -s v -l verbose -d 'More logging (-v: info, -vv: debug, -vvv: trace); RUST_LOG also works'
 complete -c pipe -n "__fish_pipe_using_subcommand tc" -l json -d 'Print the result as one JSON object'

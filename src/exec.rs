@@ -23,7 +23,13 @@ enum Undo {
     DeleteGuestLink(IfName),
     HostDown(IfName, u32),
     RestoreRoute(Route),
-    DeleteDefault { v6: bool },
+    DeleteDefault {
+        v6: bool,
+    },
+    /// On an adopted (pre-existing) link: take back an address we added.
+    DeleteAddress(u32, ipnetwork::IpNetwork),
+    /// On an adopted link: put back an address we removed.
+    AddAddress(u32, ipnetwork::IpNetwork),
 }
 
 /// What an applied plan left in the container.
@@ -49,6 +55,7 @@ pub async fn apply(
         guest,
         host_index: HashMap::new(),
         guest_link: None,
+        adopted: false,
     };
     for (i, step) in plan.steps.iter().enumerate() {
         let r = match ex.step(step, &mut undo).await {
@@ -85,6 +92,8 @@ struct Exec<'a> {
     /// Indexes of host links created by this run.
     host_index: HashMap<IfName, u32>,
     guest_link: Option<Link>,
+    /// The container interface existed before this run (idempotent re-run).
+    adopted: bool,
 }
 
 impl Exec<'_> {
@@ -152,6 +161,11 @@ impl Exec<'_> {
                     .ok_or_else(|| {
                         Error::Refused(format!("bridge {name} vanished after creation"))
                     })?;
+                // Ownership tag: gc and detach remove only bridges pipe made.
+                self.host
+                    .set_alias(b.index, crate::state::SHARED_TAG, None)
+                    .await
+                    .map_err(|c| Error::kernel(format!("tagging bridge {name}"), c))?;
                 self.host_index.insert(name.clone(), b.index);
             }
             Step::HostUp { name, index } => {
@@ -213,9 +227,19 @@ impl Exec<'_> {
                 undo.push(Undo::DeleteHostLink(host.clone()));
                 self.read_guest_link(guest).await?;
                 let idx = self.guest_index()?;
-                self.guest.set_up(idx, true).await.map_err(|c| {
-                    Error::kernel(format!("bringing {guest} up in container {label}"), c)
-                })?;
+                // Both ends carry the ownership tag; the kernel ignores an alias
+                // in RTM_NEWLINK, so it rides on the request that brings the peer up.
+                let tag = crate::state::tag(&label, guest.as_str());
+                self.guest
+                    .set_alias(idx, &tag, Some(true))
+                    .await
+                    .map_err(|c| {
+                        Error::kernel(format!("bringing {guest} up in container {label}"), c)
+                    })?;
+                self.host
+                    .set_alias_named(host.as_str(), &tag)
+                    .await
+                    .map_err(|c| Error::kernel(format!("tagging host interface {host}"), c))?;
             }
             Step::CreateMacvlan {
                 parent,
@@ -259,13 +283,21 @@ impl Exec<'_> {
                     })?;
                 undo.push(Undo::DeleteGuestLink(guest.clone()));
                 self.read_guest_link(guest).await?;
+                let idx = self.guest_index()?;
+                let tag = crate::state::tag(&label, guest.as_str());
+                self.guest.set_alias(idx, &tag, None).await.map_err(|c| {
+                    Error::kernel(format!("tagging {guest} in container {label}"), c)
+                })?;
             }
             Step::AddAddress { ifname, addr } => {
-                // No undo: the link was created by this run and takes its addresses along.
+                // No undo on a link created by this run: it takes its addresses along.
                 let idx = self.guest_index()?;
                 self.guest.add_address(idx, *addr).await.map_err(|c| {
                     Error::kernel(format!("adding {addr} to {ifname} in container {label}"), c)
                 })?;
+                if self.adopted {
+                    undo.push(Undo::DeleteAddress(idx, *addr));
+                }
             }
             Step::AddGatewayRoute { ifname, gateway } => {
                 let idx = self.guest_index()?;
@@ -295,6 +327,20 @@ impl Exec<'_> {
                         v6: gateway.is_ipv6(),
                     },
                 });
+            }
+            Step::Adopt { link } => {
+                self.guest_link = Some(link.clone());
+                self.adopted = true;
+            }
+            Step::DeleteAddress { ifname, addr } => {
+                let idx = self.guest_index()?;
+                self.guest.delete_address(idx, *addr).await.map_err(|c| {
+                    Error::kernel(
+                        format!("removing {addr} from {ifname} in container {label}"),
+                        c,
+                    )
+                })?;
+                undo.push(Undo::AddAddress(idx, *addr));
             }
             Step::Announce { ifname, addr } => {
                 // A nudge, like pipework's `arping ... || true`: a failure to
@@ -354,6 +400,14 @@ async fn rollback(
                 .delete_default(*v6)
                 .await
                 .map_err(|c| format!("the new default route of {} ({c})", target.label)),
+            Undo::DeleteAddress(i, a) => guest
+                .delete_address(*i, *a)
+                .await
+                .map_err(|c| format!("address {a} added in {} ({c})", target.label)),
+            Undo::AddAddress(i, a) => guest
+                .add_address(*i, *a)
+                .await
+                .map_err(|c| format!("address {a} removed in {} ({c})", target.label)),
         };
         if let Err(e) = r {
             warn!("rollback: could not undo {e}");

@@ -115,6 +115,15 @@ pub enum Step {
         gateway: IpAddr,
         previous: Option<Route>,
     },
+    /// Re-run: keep the container interface pipe made earlier (no change).
+    Adopt {
+        link: Link,
+    },
+    /// Re-run with another address: remove the one pipe set before.
+    DeleteAddress {
+        ifname: IfName,
+        addr: IpNetwork,
+    },
     /// Tell the link that `addr` now lives at this interface's MAC: one
     /// gratuitous ARP (IPv4) or unsolicited neighbour advertisement (IPv6).
     /// Last, so nothing is announced for an attach that is rolled back.
@@ -380,6 +389,8 @@ impl Step {
                 let fam = if gateway.is_ipv6() { "-6 " } else { "" };
                 format!("{ip} {fam}route replace default via {gateway} dev {ifname}")
             }
+            Step::Adopt { link } => format!("# {} exists already (made by pipe): kept", link.name),
+            Step::DeleteAddress { ifname, addr } => format!("{ip} addr del {addr} dev {ifname}"),
             // The same packet as these tools send (pipe sends it itself).
             Step::Announce { ifname, addr } => match addr {
                 IpAddr::V4(a) => format!("{} arping -c 1 -U -I {ifname} {a}", ns.exec()),

@@ -22,6 +22,9 @@ pub struct Report {
     pub host_ifname: Option<String>,
     /// The /var/run/netns name, when linked.
     pub netns: Option<String>,
+    /// A re-run that found the attachment as asked and changed nothing.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub already_attached: bool,
 }
 
 impl Report {
@@ -36,6 +39,7 @@ impl Report {
             host_if: plan.host_if.to_string(),
             host_ifname: plan.host_ifname.as_ref().map(|n| n.to_string()),
             netns: target.link_name.clone().filter(|_| spec.netns_link),
+            already_attached: false,
         }
     }
 
@@ -53,6 +57,9 @@ impl Report {
         match &self.host_ifname {
             Some(h) => s.push_str(&format!(" host {h} on bridge {}", self.host_if)),
             None => s.push_str(&format!(" {} on {}", self.kind, self.host_if)),
+        }
+        if self.already_attached {
+            s.push_str(" (already attached)");
         }
         s
     }

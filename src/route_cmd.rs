@@ -53,16 +53,14 @@ pub fn ns_ref(guest: &GuestRef, target: &Target) -> NsRef {
     NsRef::Path(target.netns.path.display().to_string())
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::Refused(format!("starting the async runtime: {e}")))
-}
-
-pub fn run(verb: Verb3, guest: GuestRef, args: Vec<String>, dry_run: bool) -> Result<()> {
-    crate::check_privileges()?;
-    let rt = runtime()?;
+/// Run one verb; the caller has checked privileges.
+pub fn run(
+    rt: &tokio::runtime::Runtime,
+    verb: Verb3,
+    guest: GuestRef,
+    args: Vec<String>,
+    dry_run: bool,
+) -> Result<()> {
     let timeout = std::time::Duration::from_secs(5);
     let target = rt.block_on(guest::resolve(&guest, timeout))?;
     let ns = ns_ref(&guest, &target);

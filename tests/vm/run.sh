@@ -114,6 +114,8 @@ done
 
 # ---------------------------------------------------------------- 2. kernel and modules
 mkdir -p "$CACHE"
+# leftovers of runs that were killed
+find "$CACHE" -mindepth 1 -maxdepth 1 \( -name 'run.*' -o -name 'dl.*' \) -mmin +180 -exec rm -rf {} + || true
 newest_cached() { # newest unpacked kernel in the cache, or nothing
     local d
     for d in "$CACHE"/linux-image-*; do [ -e "$d/.complete" ] && echo "$d"; done | sort -V | tail -1
@@ -151,6 +153,9 @@ elif [ -n "$KPKG" ]; then
         rm -rf "${CACHE:?}/$KPKG"
         mv "$dl/x" "$CACHE/$KPKG"
         touch "$CACHE/$KPKG/.complete"
+        for d in "$CACHE"/linux-image-*; do # keep one kernel: the one linux-image-amd64 wants
+            [ "$d" = "$CACHE/$KPKG" ] || rm -rf "$d"
+        done
         KDIR=$CACHE/$KPKG
         log "kernel: unpacked into ${KDIR#"$ROOT"/} ($(du -sh "$KDIR" | cut -f1))"
     else
@@ -252,12 +257,7 @@ done
 # ---------------------------------------------------------------- 4. initramfs
 T_INITRD=$(date +%s%N)
 WORK=$(mktemp -d "$CACHE/run.XXXXXX")
-QEMU_PID=""
-cleanup() {
-    if [ -n "$QEMU_PID" ]; then kill "$QEMU_PID" 2>/dev/null || true; fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+trap 'rm -rf "$WORK"' EXIT
 R=$WORK/root
 mkdir -p "$R"/usr/{bin,sbin,lib,lib64} "$R"/{proc,sys,dev,tmp,run,etc,root,var/tmp,mnt}
 for d in bin sbin lib lib64; do ln -s "usr/$d" "$R/$d"; done
