@@ -403,7 +403,20 @@ impl Container {
 
 impl Drop for Container {
     fn drop(&mut self) {
-        let _ = run(self.engine.cli().args(["rm", "-f", "-v", &self.name]));
+        // Retried: a removal racing with the engine's own cleanup can fail once.
+        for _ in 0..3 {
+            let rm = run(self.engine.cli().args(["rm", "-f", "-v", &self.name]));
+            let gone = !run(self
+                .engine
+                .cli()
+                .args(["inspect", "--format", "{{.Id}}", &self.name]))
+            .status
+            .success();
+            if rm.status.success() || gone {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
         if Path::new(&format!("/var/run/netns/{}", self.name)).exists() {
             let _ = run(Command::new("ip").args(["netns", "del", &self.name]));
         }
