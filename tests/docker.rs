@@ -417,7 +417,8 @@ impl Drop for Container {
             }
             std::thread::sleep(Duration::from_millis(200));
         }
-        if Path::new(&format!("/var/run/netns/{}", self.name)).exists() {
+        // symlink_metadata: a dangling symlink is a link to remove too.
+        if fs::symlink_metadata(format!("/var/run/netns/{}", self.name)).is_ok() {
             let _ = run(Command::new("ip").args(["netns", "del", &self.name]));
         }
         // pipe's note that it made that link (PIPE_STATE_DIR, default /run/pipe).
