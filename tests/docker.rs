@@ -784,6 +784,24 @@ fn daemon_unreachable_says_where_it_looked() {
 }
 
 #[test]
+fn docker_host_tcp_is_honoured() {
+    let _engine = require_docker();
+    let c = Container::running(&["--net=none"]);
+    let br = Bridge::new();
+    // dockerd also listens on the loopback of dockerhost, where pipe runs.
+    let out =
+        run(pipe_cmd(&[&br.name, &c.name, "10.251.15.2/24"])
+            .env("DOCKER_HOST", "tcp://127.0.0.1:2375"));
+    assert!(
+        out.status.success(),
+        "pipe with DOCKER_HOST=tcp://127.0.0.1:2375 failed: {}",
+        text(&out.stderr)
+    );
+    let eth1 = ip_json_in(c.pid(), &["-4", "addr", "show", "dev", "eth1"]);
+    assert_eq!(eth1[0]["addr_info"][0]["local"], "10.251.15.2", "{eth1}");
+}
+
+#[test]
 fn host_network_container_is_refused() {
     let _engine = require_docker();
     let c = Container::running(&["--net=host"]);
