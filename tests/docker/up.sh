@@ -60,13 +60,9 @@ if [ ${#need[@]} -gt 0 ]; then
     mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
     [ "${PIPE_DOCKER_NO_INSTALL:-}" = 1 ] && fail "missing ${need[*]} and PIPE_DOCKER_NO_INSTALL=1"
     log "installing ${need[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    # A stale package index answers 404: refresh it once and retry.
-    if ! apt-get install -y -q --no-install-recommends "${need[@]}" >"$STATE/apt.log" 2>&1; then
-        apt-get update -q >>"$STATE/apt.log" 2>&1 || true
-        apt-get install -y -q --no-install-recommends "${need[@]}" >>"$STATE/apt.log" 2>&1 ||
-            fail "apt-get install ${need[*]} failed: $(grep -E '^(E|W):' "$STATE/apt.log" | tail -n 3 | tr '\n' ' ')(log: $STATE/apt.log)"
-    fi
+    # Starts none of their services: docker.io would start dockerd in the root namespace.
+    "$ROOT/tests/apt-install.sh" "$STATE/apt.log" "${need[@]}" >/dev/null ||
+        fail "apt-get install ${need[*]} failed: $(grep -E '^(E|W):' "$STATE/apt.log" | tail -n 3 | tr '\n' ' ')(log: $STATE/apt.log)"
 fi
 command -v dockerd >/dev/null || fail "dockerd is not installed (apt-get install docker.io)"
 
