@@ -188,6 +188,43 @@ pub enum Command {
         #[arg(value_name = "ARGS", num_args = 1.., trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         args: Vec<String>,
     },
+    /// Connect two containers with one veth pair: no bridge, no host-side interface
+    ///
+    /// Each end is created directly in its container, gets its address and is brought up;
+    /// when the other end's address is outside its own prefix (e.g. 10.1.1.1/32 and
+    /// 10.1.1.2/32) it gets a host route to it. Atomic: a failure deletes the pair again.
+    #[command(after_help = LINK_HELP)]
+    Link {
+        /// The first container: PID, netns path, netns name, or Docker container name/ID.
+        #[arg(value_name = "GUEST_A")]
+        guest_a: GuestRef,
+        /// Address of the first end (IP/PREFIX, or 0/0 for none).
+        #[arg(value_name = "ADDR_A")]
+        addr_a: AddrSpec,
+        /// The second container.
+        #[arg(value_name = "GUEST_B")]
+        guest_b: GuestRef,
+        /// Address of the second end.
+        #[arg(value_name = "ADDR_B")]
+        addr_b: AddrSpec,
+        /// Interface name in the first container (and in the second, unless --peer-ifname).
+        #[arg(
+            short = 'i',
+            long = "container-ifname",
+            value_name = "IFNAME",
+            default_value = "eth1"
+        )]
+        ifname: IfName,
+        /// Interface name in the second container.
+        #[arg(long, value_name = "IFNAME")]
+        peer_ifname: Option<IfName>,
+        /// MTU of both ends (default 1500).
+        #[arg(long, value_name = "N")]
+        mtu: Option<u32>,
+        /// Seconds to wait for a starting container to get a PID.
+        #[arg(long, value_name = "SECS", default_value = "5")]
+        timeout: f64,
+    },
     /// Run the host's `tc` with these arguments inside the container's namespace
     #[command(after_help = TC_HELP)]
     Tc {
@@ -216,6 +253,11 @@ Examples:
   pipe rule web add fwmark 0x1 lookup 7
   pipe rule web -6 add to 2001:db8::/32 unreachable
   pipe rule web del priority 1000";
+
+const LINK_HELP: &str = "\
+Example (Docker's point-to-point recipe):
+  pipe link web 10.1.1.1/32 db 10.1.1.2/32
+  pipe link -i p2p0 --peer-ifname p2p0 web fd00:1::1/128 db fd00:1::2/128";
 
 const TC_HELP: &str = "\
 Example:
