@@ -15,6 +15,7 @@ pub mod netns;
 pub mod plan;
 pub mod report;
 pub mod spec;
+pub mod vlan;
 
 use clap::Parser;
 
