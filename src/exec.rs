@@ -188,10 +188,18 @@ impl Exec<'_> {
                 self.host_index.insert(name.clone(), b.index);
             }
             Step::HostUp { name, index } => {
-                self.host
-                    .set_up(*index, true)
-                    .await
-                    .map_err(|c| Error::kernel(format!("bringing host interface {name} up"), c))?;
+                self.host.set_up(*index, true).await.map_err(|c| {
+                    let e = Error::kernel(format!("bringing host interface {name} up"), c);
+                    // ENETDOWN: a VLAN (or similar) device whose own lower device is down.
+                    if e.errno() == Some(100) {
+                        e.with_hint(format!(
+                            "{name} cannot come up while the device under it is down; \
+                             bring that one up first (ip -d link show {name} names it)"
+                        ))
+                    } else {
+                        e
+                    }
+                })?;
                 undo.push(Undo::HostDown(name.clone(), *index));
             }
             Step::CreateVeth {
@@ -313,7 +321,10 @@ impl Exec<'_> {
                     .map_err(|c| {
                         let hint = missing_feature(c.errno, "802.1Q VLAN", VLAN_FIX)
                             .or_else(|| match c.errno {
-                                17 => Some(format!("{name} was created by someone else meanwhile; run pipe again to reuse it")),
+                                17 => Some(format!(
+                                    "VLAN {vid} on {parent} exists already under another name or in another \
+                                     namespace (ip -d link shows \"vlan id {vid}\"); give that device as HOST_IF without @{vid}"
+                                )),
                                 100 => Some(format!("{parent} is down; bring it up (ip link set {parent} up)")),
                                 _ => None,
                             });
@@ -356,7 +367,14 @@ impl Exec<'_> {
                     .create_vlan(&l, *parent_index, vid.get())
                     .await
                     .map_err(|c| {
-                        let hint = missing_feature(c.errno, "802.1Q VLAN", VLAN_FIX);
+                        let hint = missing_feature(c.errno, "802.1Q VLAN", VLAN_FIX).or_else(|| {
+                            (c.errno == 17).then(|| {
+                                format!(
+                                    "VLAN {vid} on {parent} exists already under another name or in another \
+                                     namespace (ip -d link shows \"vlan id {vid}\")"
+                                )
+                            })
+                        });
                         let e = Error::kernel(
                             format!(
                                 "creating 802.1Q device {guest} (VLAN {vid} on {parent}) in container {label}"

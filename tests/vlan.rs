@@ -4,61 +4,10 @@
 //! those kernel features run in the VM tier (tests/vm_vlan.rs).
 
 mod common;
+mod vlan_util;
 
 use common::*;
-
-/// Host namespace with a "physical" veth phys0 (down) whose other end sits in a
-/// "LAN" namespace at 10.89.0.1/24.
-fn host_with_lan() -> (Ns, Ns) {
-    let host = Ns::new("vh");
-    let lan = Ns::new("vl");
-    host.ip(&[
-        "link", "add", "phys0", "type", "veth", "peer", "name", "lan0", "netns", &lan.name,
-    ]);
-    lan.ip(&["addr", "add", "10.89.0.1/24", "dev", "lan0"]);
-    lan.ip(&["link", "set", "lan0", "up"]);
-    (host, lan)
-}
-
-/// Everything an attach may touch, as text: every link of the host and the
-/// container with kind, state, MTU, MAC, alias and master; the container's routes;
-/// whether the netns link exists.
-fn world(host: &Ns, c: &Container) -> String {
-    fn links(v: &serde_json::Value) -> String {
-        let mut out: Vec<String> = v
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|l| {
-                format!(
-                    "{} kind={} up={} mtu={} mac={} alias={} master={} vlan_filtering={}",
-                    l["ifname"],
-                    l["linkinfo"]["info_kind"],
-                    l["flags"].as_array().unwrap().iter().any(|f| f == "UP"),
-                    l["mtu"],
-                    l["address"],
-                    l["ifalias"],
-                    l["master"],
-                    l["linkinfo"]["info_data"]["vlan_filtering"],
-                )
-            })
-            .collect();
-        out.sort();
-        out.join("\n")
-    }
-    format!(
-        "host:\n{}\ncontainer:\n{}\nroutes: {}\nnetns link: {}",
-        links(&host.ipj(&["-d", "link", "show"])),
-        links(&c.ipj(&["-d", "link", "show"])),
-        c.routes(),
-        c.netns_link().exists()
-    )
-}
-
-fn assert_unchanged(before: &str, host: &Ns, c: &Container, what: &str) {
-    let after = world(host, c);
-    assert_eq!(before, after, "{what}: state changed");
-}
+use vlan_util::*;
 
 #[test]
 fn vlan_id_out_of_range_is_a_usage_error_and_changes_nothing() {
@@ -162,7 +111,7 @@ fn a_subinterface_name_over_15_bytes_is_refused() {
     assert_unchanged(&before, &host, &c, "long name");
 }
 
-/// Can this kernel make `type` links? Probed in a scratch namespace.
+/// Can this kernel make these links? Probed in a scratch namespace.
 fn kernel_has(args: &[&str]) -> bool {
     let ns = Ns::new("vk");
     ns.ip(&["link", "add", "d0", "type", "veth", "peer", "name", "d1"]);
@@ -220,10 +169,6 @@ fn without_kernel_support_the_attach_rolls_back_with_a_hint() {
             assert_unchanged(&before, &host, &c, &format!("{args:?}"));
         }
     }
-}
-
-fn flags_up(l: &serde_json::Value) -> bool {
-    l["flags"].as_array().unwrap().iter().any(|f| f == "UP")
 }
 
 #[test]
