@@ -603,6 +603,26 @@ impl Exec<'_> {
                     },
                 });
             }
+            Step::Announce { ifname, addr } => {
+                // A nudge, like pipework's `arping ... || true`: a failure to
+                // send is logged, never a reason to undo a working attach.
+                let l = self
+                    .guest_link
+                    .as_ref()
+                    .ok_or_else(|| Error::Refused("internal: no container interface yet".into()))?;
+                match l.mac {
+                    Some(mac) => {
+                        if let Err(e) =
+                            crate::announce::announce(&self.target.netns, l.index, mac, *addr)
+                        {
+                            warn!(
+                                "could not announce {addr} on {ifname} in container {label}: {e}"
+                            );
+                        }
+                    }
+                    None => debug!("{ifname} has no MAC; nothing to announce"),
+                }
+            }
         }
         Ok(())
     }

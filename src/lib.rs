@@ -3,6 +3,7 @@
 //! Data flow: `cli` parses, `spec` types, `guest` resolves the container,
 //! `facts` observes, `plan` decides, `exec` mutates through `netlink`/`netns`.
 
+pub mod announce;
 pub mod cli;
 pub mod docker;
 pub mod error;

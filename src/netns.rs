@@ -76,6 +76,23 @@ pub fn socket_in(ns: &Netns) -> io::Result<netlink_sys::Socket> {
     .map_err(|_| io::Error::other("netns thread panicked"))?
 }
 
+/// Run `f` on a short-lived thread that has entered `ns`, and return what it
+/// returns. For creating sockets (packet, UDP, netlink) that must live in the
+/// container's namespace: the thread does nothing else, and exits afterwards.
+pub fn run_in<T, F>(ns: &Netns, f: F) -> io::Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> io::Result<T> + Send + 'static,
+{
+    let fd = ns.fd.try_clone()?;
+    std::thread::spawn(move || -> io::Result<T> {
+        setns(fd.as_fd(), CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
+        f()
+    })
+    .join()
+    .map_err(|_| io::Error::other("netns thread panicked"))?
+}
+
 /// What is at /var/run/netns/NAME now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LinkState {

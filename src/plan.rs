@@ -57,6 +57,13 @@ impl NsRef {
             NsRef::Path(p) => format!("nsenter --net={p} ip"),
         }
     }
+    /// How to run any command inside the namespace.
+    pub fn exec(&self) -> String {
+        match self {
+            NsRef::Named(n) => format!("ip netns exec {n}"),
+            NsRef::Path(p) => format!("nsenter --net={p}"),
+        }
+    }
     fn netns_arg(&self) -> String {
         match self {
             NsRef::Named(n) => n.clone(),
@@ -164,6 +171,13 @@ pub enum Step {
         ifname: IfName,
         gateway: IpAddr,
         previous: Option<Route>,
+    },
+    /// Tell the link that `addr` now lives at this interface's MAC: one
+    /// gratuitous ARP (IPv4) or unsolicited neighbour advertisement (IPv6).
+    /// Last, so nothing is announced for an attach that is rolled back.
+    Announce {
+        ifname: IfName,
+        addr: IpAddr,
     },
 }
 
@@ -327,6 +341,12 @@ pub fn plan(spec: &AttachSpec, facts: &Facts, ns: NsRef) -> Result<Plan> {
             ifname: spec.ifname.clone(),
             gateway: gw,
             previous: facts.default_route.clone(),
+        });
+    }
+    if let Some(addr) = spec.addr.addr {
+        steps.push(Step::Announce {
+            ifname: spec.ifname.clone(),
+            addr: addr.ip(),
         });
     }
 
@@ -636,6 +656,11 @@ impl Step {
                 let fam = if gateway.is_ipv6() { "-6 " } else { "" };
                 format!("{ip} {fam}route replace default via {gateway} dev {ifname}")
             }
+            // The same packet as these tools send (pipe sends it itself).
+            Step::Announce { ifname, addr } => match addr {
+                IpAddr::V4(a) => format!("{} arping -c 1 -U -I {ifname} {a}", ns.exec()),
+                IpAddr::V6(a) => format!("{} ndsend {a} {ifname}", ns.exec()),
+            },
         }
     }
 }
@@ -716,7 +741,8 @@ mod tests {
              ip link add br1 type bridge && ip link set br1 up\n\
              ip link add veth1pl42 mtu 1500 master br1 up type veth peer name eth1 mtu 1500 netns 42 && ip -n 42 link set eth1 up\n\
              ip -n 42 addr add 10.0.0.2/24 dev eth1\n\
-             ip -n 42 route replace default via 10.0.0.1 dev eth1\n"
+             ip -n 42 route replace default via 10.0.0.1 dev eth1\n\
+             ip netns exec 42 arping -c 1 -U -I eth1 10.0.0.2\n"
         );
         assert_eq!(p.kind, "veth");
         assert_eq!(p.host_ifname.unwrap().as_str(), "veth1pl42");

@@ -306,7 +306,7 @@ fn failure_at_every_step_rolls_everything_back() {
     let args = [br.as_str(), &c.pid_s(), "10.81.0.2/32@10.81.9.1"];
     let plan = stdout(&host.pipe(&[&["-n"], &args[..]].concat()));
     let steps = plan.lines().count();
-    assert_eq!(steps, 6, "{plan}");
+    assert_eq!(steps, 7, "{plan}");
     let before = world(&host, &c);
     for n in 1..=steps {
         let o = host.pipe_env(&args, &[("PIPE_FAIL_AFTER", &n.to_string())]);

@@ -4,7 +4,7 @@
 # Stops exactly the dockerd PID that up.sh started (read from its pidfile, checked against the
 # process's name and command line so a reused PID is never signalled), after removing the test
 # containers left in that private daemon. Then removes the `dockerhost` netns, and with it any
-# bridge a test created there. Idempotent: with nothing running it does nothing and succeeds.
+# bridge a test created there; then stops Podman's service (tests/docker/podman.sh down). Idempotent: with nothing running it does nothing and succeeds.
 #
 # Usage (as root): tests/docker/down.sh
 set -uo pipefail
@@ -18,6 +18,8 @@ SOCKET=/var/run/docker.sock
 STATE=$ROOT/target/docker
 
 log() { printf 'docker-down: %s\n' "$*"; }
+# Alive and not a zombie (a zombie's PID stays until its parent, maybe PID 1, reaps it).
+alive() { [ -e "/proc/$1" ] && [ "$(sed -E 's/^.*\) (.).*/\1/' "/proc/$1/stat" 2>/dev/null)" != Z ]; }
 status=0
 
 pid=
@@ -41,10 +43,10 @@ if [ -n "$pid" ]; then
     log "stopping dockerd (PID $pid)"
     kill -TERM "$pid" 2>/dev/null
     for _ in $(seq 1 300); do # up to 30 s
-        kill -0 "$pid" 2>/dev/null || break
+        alive "$pid" || break
         sleep 0.1
     done
-    if kill -0 "$pid" 2>/dev/null; then
+    if alive "$pid"; then
         log "dockerd (PID $pid) did not stop within 30 s; sending SIGKILL"
         kill -KILL "$pid" 2>/dev/null
         sleep 0.5
@@ -67,4 +69,5 @@ if [ -e /var/run/netns/$NETNS ]; then
     log "removing netns $NETNS"
     ip netns del $NETNS || status=1
 fi
+"$ROOT/tests/docker/podman.sh" down || status=1
 exit $status

@@ -6,7 +6,9 @@
 #   3. starts dockerd INSIDE it (nsenter --net=...), with a data-root, exec-root and pidfile of its
 #      own, listening on the default socket /var/run/docker.sock, unless our dockerd already runs;
 #   4. waits until it answers, then builds local/busybox:latest from the static busybox with
-#      `docker import` (there is no registry).
+#      `docker import` (there is no registry);
+#   5. starts Podman's Docker-compatible API the same way (tests/docker/podman.sh up), in netns
+#      `podmanhost`; its failure does not fail this script (see target/podman-unavailable).
 #
 # Why a namespace: dockerd with default options in the root namespace rewrites the host firewall
 # and turns on ip_forward. Inside `dockerhost`, docker0, its iptables rules and ip_forward belong
@@ -76,6 +78,8 @@ our_pid() {
     tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "--exec-root $EXEC_ROOT" || return 1
     echo "$pid"
 }
+# Alive and not a zombie.
+alive() { [ -e "/proc/$1" ] && [ "$(sed -E 's/^.*\) (.).*/\1/' "/proc/$1/stat" 2>/dev/null)" != Z ]; }
 answers() { curl -sf --max-time 2 --unix-socket "$SOCKET" http://docker/_ping >/dev/null 2>&1; }
 docker_() { DOCKER_HOST=unix://$SOCKET docker "$@"; }
 
@@ -110,7 +114,7 @@ else
     echo "$started" >"$STATE/dockerd.pid"
     for _ in $(seq 1 300); do # up to 30 s; ready in ~0.5 s here
         answers && break
-        kill -0 "$started" 2>/dev/null ||
+        alive "$started" ||
             fail "dockerd exited at start: $(tail -n 3 "$STATE/dockerd.log" | tr '\n' ' ')"
         sleep 0.1
     done
@@ -143,3 +147,12 @@ docker_ run --rm --net=none $IMAGE true ||
 
 rm -f "$UNAVAILABLE"
 log "ready: dockerd PID $pid in netns $NETNS, socket $SOCKET, image $IMAGE"
+
+# --- 5. Podman's Docker-compatible API (its own netns and socket) -----------------------------
+# Optional for this script's exit status: a failure is recorded in target/podman-unavailable,
+# and the Podman test fails with it. PIPE_PODMAN=0 skips it (the Podman test then fails too).
+if [ "${PIPE_PODMAN:-1}" = 1 ]; then
+    "$ROOT/tests/docker/podman.sh" up || log "Podman is unavailable: $(cat "$ROOT/target/podman-unavailable" 2>/dev/null)"
+else
+    echo "PIPE_PODMAN=0: Podman was not started" >"$ROOT/target/podman-unavailable"
+fi

@@ -24,12 +24,13 @@ hostname pipe-vm
 
 echo
 
-echo "VMTEST-BOOTED kernel $(uname -r), $(nproc) CPUs, $(awk '/MemTotal/{print int($2/1024)}' /proc/meminfo) MiB"
+echo "VMTEST-BOOTED kernel $(uname -r), $(nproc) CPUs, $(awk '/MemTotal/{print int($2/1024)}' /proc/meminfo) MiB, up $(cut -d' ' -f1 /proc/uptime) s"
 while read -r ko args; do
     # shellcheck disable=SC2086 # module parameters are separate words
     insmod "$ko" $args </dev/null || echo "VMTEST-WARN insmod $ko failed"
 done </etc/vm-modules
 ip link set lo up
+echo "VMTEST-MODULES loaded at $(cut -d' ' -f1 /proc/uptime) s"
 
 export PIPE_IN_VM=1 RUST_BACKTRACE=1
 cd "$PROJECT_ROOT" || echo "VMTEST-WARN cannot cd to $PROJECT_ROOT"

@@ -1,0 +1,177 @@
+#!/usr/bin/env python3
+"""Whole-process attach benchmark for pipe: exec to exit, one interface per run.
+
+Usage (as root, from the repo root, after `cargo build --release`):
+  bench/attach.py [-n N] [--bin PATH] [--variants bridge,macvlan] [--ports P] [--links L]
+                  [--docker NAME] [--peers]
+
+Everything happens inside namespaces this script creates and removes:
+  pb-host  the "host": bridge pbbr0 (10.66.0.1/16) with P extra ports, L other links,
+           and the "physical" veth phys0 whose peer lan0 sits in
+  pb-lan   the "LAN" (10.67.0.1/16), the macvlan variant's gateway.
+The script enters pb-host itself (setns) so the timed command is `pipe` alone,
+not `nsenter pipe`. Each run gets a fresh stand-in container (`unshare --net sleep`),
+started before the clock starts. The root namespace is never touched.
+
+--ports/--links build the scale case (e.g. --ports 1000 --links 1000).
+--docker NAME also times `pipe pbbr0 NAME ...` against a running Docker container
+  (dockerd must be reachable from pb-host, e.g. DOCKER_HOST=unix:///var/run/docker.sock)
+  and the same container by PID, to show the cost of the name lookup.
+--peers also runs ../shared/bench/peers.sh with pipe as an extra peer (if present).
+"""
+
+import argparse
+import ctypes
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+CLONE_NEWNET = 0x40000000
+HOST, LAN, BR = "pb-host", "pb-lan", "pbbr0"
+libc = ctypes.CDLL(None, use_errno=True)
+
+
+def sh(*args, check=True, **kw):
+    return subprocess.run(list(args), check=check, **kw)
+
+
+def enter(ns_path):
+    fd = os.open(ns_path, os.O_RDONLY)
+    if libc.setns(fd, CLONE_NEWNET) != 0:
+        raise OSError(ctypes.get_errno(), "setns " + ns_path)
+    os.close(fd)
+
+
+def setup(ports, links):
+    for ns in (HOST, LAN):
+        if os.path.exists(f"/var/run/netns/{ns}"):
+            sys.exit(f"netns {ns} exists: another run? (ip netns del {ns})")
+    sh("ip", "netns", "add", HOST)
+    sh("ip", "netns", "add", LAN)
+    batch = [
+        "link set lo up",
+        f"link add {BR} type bridge",
+        f"addr add 10.66.0.1/16 dev {BR}",
+        f"link set {BR} up",
+        f"link add phys0 type veth peer name lan0 netns {LAN}",
+        "link set phys0 up",
+    ]
+    for i in range(ports):
+        batch.append(f"link add pbp{i} master {BR} up type veth peer name pbq{i}")
+    for i in range(links):
+        batch.append(f"link add pbx{i} type veth peer name pby{i}")
+    sh("ip", "-n", HOST, "-batch", "-", input="\n".join(batch).encode())
+    sh("ip", "-n", LAN, "-batch", "-", input=b"link set lo up\naddr add 10.67.0.1/16 dev lan0\nlink set lan0 up\n")
+
+
+def teardown():
+    for ns in (HOST, LAN):
+        sh("ip", "netns", "del", ns, check=False, stderr=subprocess.DEVNULL)
+
+
+def container():
+    p = subprocess.Popen(["unshare", "--net", "sleep", "1000"])
+    own = os.readlink("/proc/self/ns/net")
+    for _ in range(1000):
+        try:
+            if open(f"/proc/{p.pid}/comm").read().strip() == "sleep" and os.readlink(f"/proc/{p.pid}/ns/net") != own:
+                return p
+        except OSError:
+            pass
+        time.sleep(0.001)
+    raise RuntimeError("container did not start")
+
+
+def timed(argv):
+    t0 = time.perf_counter_ns()
+    pid = os.posix_spawn(argv[0], argv, os.environ)
+    _, status = os.waitpid(pid, 0)
+    t1 = time.perf_counter_ns()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed")
+    return (t1 - t0) / 1e6
+
+
+def pct(xs, p):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+
+
+def run_variant(binary, variant, n, seq):
+    times = []
+    for i in range(n):
+        c = container()
+        ip = f"10.{66 if variant == 'bridge' else 67}.{1 + (seq + i) // 250}.{1 + (seq + i) % 250}/16"
+        gw = "10.66.0.1" if variant == "bridge" else "10.67.0.1"
+        host_if = BR if variant == "bridge" else "phys0"
+        try:
+            times.append(timed([binary, "--no-netns-link", host_if, str(c.pid), f"{ip}@{gw}"]))
+        finally:
+            c.kill()
+            c.wait()
+    return times
+
+
+def run_docker(binary, name, n):
+    pid = subprocess.run(["docker", "inspect", "-f", "{{.State.Pid}}", name], capture_output=True, text=True, check=True).stdout.strip()
+    out = {}
+    for label, guest in (("docker-name", name), ("docker-pid", pid)):
+        ts = []
+        for i in range(n):
+            ifn = f"pb{i % 1000}"
+            ts.append(timed([binary, "--no-netns-link", "-i", ifn, BR, guest, "0/0"]))
+            # remove the container end again (host end goes with it)
+            subprocess.run(["nsenter", f"--net=/proc/{pid}/ns/net", "ip", "link", "del", ifn], check=True)
+        out[label] = ts
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("-n", type=int, default=50)
+    ap.add_argument("--bin", default="target/release/pipe")
+    ap.add_argument("--variants", default="bridge,macvlan")
+    ap.add_argument("--ports", type=int, default=10)
+    ap.add_argument("--links", type=int, default=0)
+    ap.add_argument("--docker")
+    ap.add_argument("--peers", action="store_true")
+    args = ap.parse_args()
+    binary = os.path.abspath(args.bin)
+    if os.geteuid() != 0:
+        sys.exit("run as root")
+    if not os.access(binary, os.X_OK):
+        sys.exit(f"{binary} missing: cargo build --release")
+
+    setup(args.ports, args.links)
+    results = {}
+    try:
+        root = os.open("/proc/self/ns/net", os.O_RDONLY)
+        enter(f"/var/run/netns/{HOST}")
+        seq = 0
+        for v in args.variants.split(","):
+            timed_runs = run_variant(binary, v, args.n, seq)
+            seq += args.n
+            results[v] = timed_runs
+        if args.docker:
+            results.update(run_docker(binary, args.docker, args.n))
+        libc.setns(root, CLONE_NEWNET)
+    finally:
+        teardown()
+
+    print(f"pipe attach, whole process, n={args.n}, bridge ports={args.ports}, other links={args.links}")
+    print(f"{'variant':<14}{'median ms':>10}{'p90 ms':>10}{'min ms':>10}")
+    for k, ts in results.items():
+        print(f"{k:<14}{statistics.median(ts):>10.2f}{pct(ts, 90):>10.2f}{min(ts):>10.2f}")
+
+    if args.peers:
+        peers = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "bench", "peers.sh")
+        if os.path.exists(peers):
+            sh("bash", peers, "-n", str(args.n), "--peer", f"pipe={binary} --no-netns-link {{BRIDGE}} {{PID}} {{IP}}@{{GW}}", check=False)
+        else:
+            print(f"(no {peers}: peers comparison skipped)")
+
+
+if __name__ == "__main__":
+    main()
