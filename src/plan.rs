@@ -343,7 +343,11 @@ pub fn plan(spec: &AttachSpec, facts: &Facts, ns: NsRef) -> Result<Plan> {
             previous: facts.default_route.clone(),
         });
     }
-    if let Some(addr) = spec.addr.addr {
+    // An ipvlan in l3/l3s mode has no ARP: there is nothing to announce.
+    let arp = !matches!(spec.ipvlan, Some(IpvlanMode::L3 | IpvlanMode::L3s));
+    if let Some(addr) = spec.addr.addr
+        && arp
+    {
         steps.push(Step::Announce {
             ifname: spec.ifname.clone(),
             addr: addr.ip(),
@@ -843,7 +847,8 @@ mod tests {
             "ip netns attach 42 42\n\
              ip link add link eth0 name eth0.100 mtu 1400 type vlan id 100 && ip link set eth0.100 up\n\
              ip link add link eth0.100 name eth1 netns 42 mtu 1400 type macvlan mode bridge && ip -n 42 link set eth1 up\n\
-             ip -n 42 addr add 10.1.100.11/24 dev eth1\n"
+             ip -n 42 addr add 10.1.100.11/24 dev eth1\n\
+             ip netns exec 42 arping -c 1 -U -I eth1 10.1.100.11\n"
         );
         assert!(matches!(
             p.steps[2],
@@ -905,6 +910,7 @@ mod tests {
             "{r}"
         );
         assert_eq!(p.kind, "ipvlan");
+        assert!(!r.contains("arping"), "l3 has no ARP: {r}");
 
         s.mac = Some("02:00:00:00:00:01".parse().unwrap());
         let e = plan(&s, &parent_with_sub(SubIf::Missing, 1500), ns()).unwrap_err();
@@ -993,7 +999,11 @@ mod tests {
             "ip link set dm0 netns 42 name eth1 alias dm0 && ip -n 42 link set eth1 up"
         );
         assert!(matches!(&p.steps[1], Step::MoveToGuest { old_alias: Some(a), .. } if a == "old"));
-        assert_eq!(p.steps.len(), 3, "no HostUp for an interface that moves");
+        assert_eq!(
+            p.steps.len(),
+            4,
+            "netns link, move, address, announce: no HostUp for an interface that moves"
+        );
         assert_eq!(p.kind, "phys");
 
         dm0.master = Some(3);

@@ -220,7 +220,7 @@ fn direct_phys_failure_at_every_step_moves_it_back_as_it_was() {
     ];
     let plan = stdout(&host.pipe(&[&["-n"], &args[..]].concat()));
     let steps = plan.lines().count();
-    assert_eq!(steps, 4, "{plan}");
+    assert_eq!(steps, 5, "{plan}");
     assert!(
         plan.contains("ip link set phys0 netns"),
         "dry run names the move: {plan}"

@@ -211,7 +211,7 @@ fn vm_vlan_failure_at_every_step_deletes_the_subinterface_it_created() {
     assert!(plan.contains("ip link set phys0 up\n"), "{plan}");
     assert!(plan.contains("type vlan id 100"), "{plan}");
     let steps = plan.lines().count();
-    assert_eq!(steps, 6, "{plan}");
+    assert_eq!(steps, 7, "{plan}");
     let before = world(&host, &c);
     for n in 1..=steps {
         let o = host.pipe_env(&args, &[("PIPE_FAIL_AFTER", &n.to_string())]);
