@@ -1,24 +1,76 @@
-complete -c pipe -s i -l container-ifname -d 'Interface name inside the container' -r
-complete -c pipe -s l -l host-ifname -d 'Host-side veth name (default: v{IFNAME}pl{PID}, or a hash when that is too long)' -r
-complete -c pipe -s a -l family -d 'Address family, accepted for pipework compatibility (inferred from ADDR)' -r -f -a "4\t''
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_pipe_global_optspecs
+    string join \n i/container-ifname= l/host-ifname= a/family= mtu= macvlan-mode= ipvlan= direct-phys n/dry-run v/verbose json no-netns-link timeout= wait persist state-dir= generate= h/help V/version
+end
+
+function __fish_pipe_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_pipe_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_pipe_using_subcommand
+    set -l cmd (__fish_pipe_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c pipe -n "__fish_pipe_needs_command" -s i -l container-ifname -d 'Interface name inside the container' -r
+complete -c pipe -n "__fish_pipe_needs_command" -s l -l host-ifname -d 'Host-side veth name (default: v{IFNAME}pl{PID}, or a hash when that is too long)' -r
+complete -c pipe -n "__fish_pipe_needs_command" -s a -l family -d 'Address family, accepted for pipework compatibility (inferred from ADDR)' -r -f -a "4\t''
 6\t''"
-complete -c pipe -l mtu -d 'MTU of the new interface (default: the bridge\'s or parent\'s MTU)' -r
-complete -c pipe -l macvlan-mode -d 'Mode of a macvlan (default bridge)' -r -f -a "bridge\t''
+complete -c pipe -n "__fish_pipe_needs_command" -l mtu -d 'MTU of the new interface (default: the bridge\'s or parent\'s MTU)' -r
+complete -c pipe -n "__fish_pipe_needs_command" -l macvlan-mode -d 'Mode of a macvlan (default bridge)' -r -f -a "bridge\t''
 private\t''
 vepa\t''
 passthru\t''"
-complete -c pipe -l ipvlan -d 'Create an ipvlan child in this mode instead of a macvlan (l2: switched, l3/l3s: routed through the host); it shares the parent\'s MAC, so no MAC may be given' -r -f -a "l2\t''
+complete -c pipe -n "__fish_pipe_needs_command" -l ipvlan -d 'Create an ipvlan child in this mode instead of a macvlan (l2: switched, l3/l3s: routed through the host); it shares the parent\'s MAC, so no MAC may be given' -r -f -a "l2\t''
 l3\t''
 l3s\t''"
-complete -c pipe -l timeout -d 'Seconds to wait for a starting container to get a PID' -r
-complete -c pipe -l generate -d 'Print the man page or a completion script to stdout' -r -f -a "man\t''
+complete -c pipe -n "__fish_pipe_needs_command" -l timeout -d 'Seconds to wait for a starting container to get a PID (default 5); with --wait, for the interface to be ready (default: for ever)' -r
+complete -c pipe -n "__fish_pipe_needs_command" -l state-dir -d 'Where pipe keeps its records of what it created' -r -F
+complete -c pipe -n "__fish_pipe_needs_command" -l generate -d 'Print the man page or a completion script to stdout' -r -f -a "man\t''
 bash\t''
 zsh\t''
 fish\t''"
-complete -c pipe -l direct-phys -d 'Move HOST_IF itself (or its VLAN sub-interface HOST_IF.VLAN) into the container, renamed to IFNAME; its old name is kept in the interface alias'
-complete -c pipe -s n -l dry-run -d 'Print the plan as equivalent ip commands and change nothing'
-complete -c pipe -s v -l verbose -d 'More logging (-v: info, -vv: debug, -vvv: trace); RUST_LOG also works'
-complete -c pipe -l json -d 'Print the result as one JSON object'
-complete -c pipe -l no-netns-link -d 'Do not link the container\'s namespace into /var/run/netns'
-complete -c pipe -s h -l help -d 'Print help'
-complete -c pipe -s V -l version -d 'Print version'
+complete -c pipe -n "__fish_pipe_needs_command" -l direct-phys -d 'Move HOST_IF itself (or its VLAN sub-interface HOST_IF.VLAN) into the container, renamed to IFNAME; its old name is kept in the interface alias'
+complete -c pipe -n "__fish_pipe_needs_command" -s n -l dry-run -d 'Print the plan as equivalent ip commands and change nothing'
+complete -c pipe -n "__fish_pipe_needs_command" -s v -l verbose -d 'More logging (-v: info, -vv: debug, -vvv: trace); RUST_LOG also works'
+complete -c pipe -n "__fish_pipe_needs_command" -l json -d 'Print the result as one JSON object'
+complete -c pipe -n "__fish_pipe_needs_command" -l no-netns-link -d 'Do not link the container\'s namespace into /var/run/netns'
+complete -c pipe -n "__fish_pipe_needs_command" -l wait -d 'Inside a container: wait until interface -i (eth1) exists, is up and has a usable address (IPv6: past duplicate address detection), as pipework --wait'
+complete -c pipe -n "__fish_pipe_needs_command" -l persist -d 'Keep this attachment: `pipe watch` applies it again whenever the container starts'
+complete -c pipe -n "__fish_pipe_needs_command" -s h -l help -d 'Print help'
+complete -c pipe -n "__fish_pipe_needs_command" -s V -l version -d 'Print version'
+complete -c pipe -n "__fish_pipe_needs_command" -a "detach" -d 'Remove an interface pipe attached: both ends, a bridge pipe created once it has no port left, the /var/run/netns link; the replaced default route is put back'
+complete -c pipe -n "__fish_pipe_needs_command" -a "gc" -d 'Remove what is left of attachments whose container is gone: state records, stale /var/run/netns links, bridges pipe created that nothing uses'
+complete -c pipe -n "__fish_pipe_needs_command" -a "watch" -d 'Follow the Docker Engine\'s events and apply persistent attachments (--persist, and the attachments file) each time their container starts'
+complete -c pipe -n "__fish_pipe_using_subcommand detach" -s i -l container-ifname -d 'Interface name inside the container' -r
+complete -c pipe -n "__fish_pipe_using_subcommand detach" -l timeout -d 'Seconds to wait for a starting container to get a PID' -r
+complete -c pipe -n "__fish_pipe_using_subcommand detach" -l state-dir -d 'Where pipe keeps its records of what it created' -r -F
+complete -c pipe -n "__fish_pipe_using_subcommand detach" -l force -d 'Delete the interface even if pipe did not create it'
+complete -c pipe -n "__fish_pipe_using_subcommand detach" -s n -l dry-run -d 'Print the plan as equivalent ip commands and change nothing'
+complete -c pipe -n "__fish_pipe_using_subcommand detach" -s v -l verbose -d 'More logging (-v: info, -vv: debug, -vvv: trace); RUST_LOG also works'
+complete -c pipe -n "__fish_pipe_using_subcommand detach" -l json -d 'Print the result as one JSON object'
+complete -c pipe -n "__fish_pipe_using_subcommand detach" -s h -l help -d 'Print help'
+complete -c pipe -n "__fish_pipe_using_subcommand gc" -l state-dir -d 'Where pipe keeps its records of what it created' -r -F
+complete -c pipe -n "__fish_pipe_using_subcommand gc" -s n -l dry-run -d 'Print the plan as equivalent ip commands and change nothing'
+complete -c pipe -n "__fish_pipe_using_subcommand gc" -s v -l verbose -d 'More logging (-v: info, -vv: debug, -vvv: trace); RUST_LOG also works'
+complete -c pipe -n "__fish_pipe_using_subcommand gc" -l json -d 'Print the result as one JSON object'
+complete -c pipe -n "__fish_pipe_using_subcommand gc" -s h -l help -d 'Print help'
+complete -c pipe -n "__fish_pipe_using_subcommand watch" -l file -d 'Declarative attachments (TOML, one [[attach]] table per interface); a missing file at the default path means none' -r -F
+complete -c pipe -n "__fish_pipe_using_subcommand watch" -l state-dir -d 'Where pipe keeps its records of what it created' -r -F
+complete -c pipe -n "__fish_pipe_using_subcommand watch" -l once -d 'Apply to the running containers once, then exit (no event stream)'
+complete -c pipe -n "__fish_pipe_using_subcommand watch" -s n -l dry-run -d 'Print the plan as equivalent ip commands and change nothing'
+complete -c pipe -n "__fish_pipe_using_subcommand watch" -s v -l verbose -d 'More logging (-v: info, -vv: debug, -vvv: trace); RUST_LOG also works'
+complete -c pipe -n "__fish_pipe_using_subcommand watch" -l json -d 'Print the result as one JSON object'
+complete -c pipe -n "__fish_pipe_using_subcommand watch" -s h -l help -d 'Print help'

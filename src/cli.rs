@@ -44,15 +44,15 @@ pub struct Cli {
     /// Host interface: an existing bridge (veth into it), a missing name starting
     /// with "br" (the bridge is created), any other interface (macvlan parent), or
     /// mac:AA:BB:CC:DD:EE:FF.
-    #[arg(value_name = "HOST_IF", required_unless_present = "generate")]
+    #[arg(value_name = "HOST_IF", required_unless_present_any = ["generate", "wait"])]
     pub host_if: Option<HostIfRef>,
 
     /// The container: PID, netns path, netns name, or Docker container name/ID.
-    #[arg(value_name = "GUEST", required_unless_present = "generate")]
+    #[arg(value_name = "GUEST", required_unless_present_any = ["generate", "wait"])]
     pub guest: Option<GuestRef>,
 
     /// IP/PREFIX[@GATEWAY], or 0/0 for no address.
-    #[arg(value_name = "ADDR[@GATEWAY]", required_unless_present = "generate")]
+    #[arg(value_name = "ADDR[@GATEWAY]", required_unless_present_any = ["generate", "wait"])]
     pub addr: Option<AddrSpec>,
 
     /// [MAC][@VLAN]: a unicast MAC or U:seed, optionally followed by @VLAN (1-4094).
@@ -110,9 +110,29 @@ pub struct Cli {
     #[arg(long)]
     pub no_netns_link: bool,
 
-    /// Seconds to wait for a starting container to get a PID.
-    #[arg(long, value_name = "SECS", default_value = "5")]
-    pub timeout: f64,
+    /// Seconds to wait for a starting container to get a PID (default 5); with
+    /// --wait, for the interface to be ready (default: for ever).
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<f64>,
+
+    /// Inside a container: wait until interface -i (eth1) exists, is up and has a
+    /// usable address (IPv6: past duplicate address detection), as pipework --wait.
+    #[arg(long, conflicts_with_all = ["host_if", "guest", "addr", "mac_vlan"])]
+    pub wait: bool,
+
+    /// Keep this attachment: `pipe watch` applies it again whenever the container starts.
+    #[arg(long)]
+    pub persist: bool,
+
+    /// Where pipe keeps its records of what it created.
+    #[arg(
+        long,
+        global = true,
+        value_name = "DIR",
+        env = "PIPE_STATE_DIR",
+        default_value = "/run/pipe"
+    )]
+    pub state_dir: std::path::PathBuf,
 
     /// Print the man page or a completion script to stdout.
     #[arg(long, value_enum, hide = true, value_name = "WHAT")]
@@ -121,7 +141,43 @@ pub struct Cli {
 
 /// Verbs other than attach. Each issue's feature adds its own variant here.
 #[derive(clap::Subcommand, Debug)]
-pub enum Command {}
+pub enum Command {
+    /// Remove an interface pipe attached: both ends, a bridge pipe created once it has no
+    /// port left, the /var/run/netns link; the replaced default route is put back.
+    Detach {
+        /// The container: PID, netns path, netns name, or Docker container name/ID.
+        #[arg(value_name = "GUEST")]
+        guest: GuestRef,
+        /// Interface name inside the container.
+        #[arg(
+            short = 'i',
+            long = "container-ifname",
+            value_name = "IFNAME",
+            default_value = "eth1"
+        )]
+        ifname: IfName,
+        /// Delete the interface even if pipe did not create it.
+        #[arg(long)]
+        force: bool,
+        /// Seconds to wait for a starting container to get a PID.
+        #[arg(long, value_name = "SECS", default_value = "5")]
+        timeout: f64,
+    },
+    /// Remove what is left of attachments whose container is gone: state records,
+    /// stale /var/run/netns links, bridges pipe created that nothing uses.
+    Gc,
+    /// Follow the Docker Engine's events and apply persistent attachments (--persist, and
+    /// the attachments file) each time their container starts.
+    Watch {
+        /// Declarative attachments (TOML, one [[attach]] table per interface); a missing
+        /// file at the default path means none.
+        #[arg(long, value_name = "FILE", default_value = crate::attachments::DEFAULT_FILE)]
+        file: std::path::PathBuf,
+        /// Apply to the running containers once, then exit (no event stream).
+        #[arg(long)]
+        once: bool,
+    },
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ModeArg {
@@ -158,12 +214,7 @@ impl Cli {
                 )));
             }
         }
-        if !(self.timeout.is_finite() && self.timeout >= 0.0) {
-            return Err(Error::Usage(format!(
-                "--timeout {} is not a number of seconds",
-                self.timeout
-            )));
-        }
+        let timeout = secs(self.timeout.unwrap_or(5.0))?;
         let mv = self.mac_vlan.unwrap_or_default();
         Ok(AttachSpec {
             host_if: self.host_if.ok_or_else(|| missing("HOST_IF"))?,
@@ -187,8 +238,19 @@ impl Cli {
             }),
             direct_phys: self.direct_phys,
             netns_link: !self.no_netns_link,
-            timeout: Duration::from_secs_f64(self.timeout),
+            timeout,
         })
+    }
+}
+
+/// A `--timeout` value as a duration.
+pub fn secs(v: f64) -> Result<Duration> {
+    if v.is_finite() && v >= 0.0 {
+        Ok(Duration::from_secs_f64(v))
+    } else {
+        Err(Error::Usage(format!(
+            "--timeout {v} is not a number of seconds"
+        )))
     }
 }
 

@@ -37,6 +37,10 @@ enum Undo {
         alias: Option<String>,
         up: bool,
     },
+    /// On an adopted (pre-existing) link: take back an address we added.
+    DeleteAddress(u32, ipnetwork::IpNetwork),
+    /// On an adopted link: put back an address we removed.
+    AddAddress(u32, ipnetwork::IpNetwork),
 }
 
 const VLAN_FIX: &str = "load its module (modprobe 8021q), or drop @VLAN";
@@ -70,6 +74,7 @@ pub async fn apply(
         guest,
         host_index: HashMap::new(),
         guest_link: None,
+        adopted: false,
     };
     for (i, step) in plan.steps.iter().enumerate() {
         let r = match ex.step(step, &mut undo).await {
@@ -106,6 +111,8 @@ struct Exec<'a> {
     /// Indexes of host links created by this run.
     host_index: HashMap<IfName, u32>,
     guest_link: Option<Link>,
+    /// The container interface existed before this run (idempotent re-run).
+    adopted: bool,
 }
 
 impl Exec<'_> {
@@ -185,6 +192,11 @@ impl Exec<'_> {
                     .ok_or_else(|| {
                         Error::Refused(format!("bridge {name} vanished after creation"))
                     })?;
+                // Ownership tag: gc and detach remove only bridges pipe made.
+                self.host
+                    .set_alias(b.index, crate::state::SHARED_TAG, None)
+                    .await
+                    .map_err(|c| Error::kernel(format!("tagging bridge {name}"), c))?;
                 self.host_index.insert(name.clone(), b.index);
             }
             Step::HostUp { name, index } => {
@@ -254,9 +266,19 @@ impl Exec<'_> {
                 undo.push(Undo::DeleteHostLink(host.clone()));
                 self.read_guest_link(guest).await?;
                 let idx = self.guest_index()?;
-                self.guest.set_up(idx, true).await.map_err(|c| {
-                    Error::kernel(format!("bringing {guest} up in container {label}"), c)
-                })?;
+                // Both ends carry the ownership tag; the kernel ignores an alias
+                // in RTM_NEWLINK, so it rides on the request that brings the peer up.
+                let tag = crate::state::tag(&label, guest.as_str());
+                self.guest
+                    .set_alias(idx, &tag, Some(true))
+                    .await
+                    .map_err(|c| {
+                        Error::kernel(format!("bringing {guest} up in container {label}"), c)
+                    })?;
+                self.host
+                    .set_alias_named(host.as_str(), &tag)
+                    .await
+                    .map_err(|c| Error::kernel(format!("tagging host interface {host}"), c))?;
             }
             Step::CreateMacvlan {
                 parent,
@@ -301,6 +323,11 @@ impl Exec<'_> {
                     })?;
                 undo.push(Undo::DeleteGuestLink(guest.clone()));
                 self.read_guest_link(guest).await?;
+                let idx = self.guest_index()?;
+                let tag = crate::state::tag(&label, guest.as_str());
+                self.guest.set_alias(idx, &tag, None).await.map_err(|c| {
+                    Error::kernel(format!("tagging {guest} in container {label}"), c)
+                })?;
             }
             Step::CreateVlan {
                 name,
@@ -345,63 +372,6 @@ impl Exec<'_> {
                     .map_err(|c| Error::kernel(format!("reading back {name}"), c))?
                     .ok_or_else(|| Error::Refused(format!("{name} vanished after creation")))?;
                 self.host_index.insert(name.clone(), v.index);
-            }
-            Step::CreateGuestVlan {
-                guest,
-                alias,
-                parent,
-                parent_index,
-                vid,
-                mtu,
-                mac,
-            } => {
-                let l = NewLink {
-                    name: guest.as_str(),
-                    mtu: Some(*mtu),
-                    mac: *mac,
-                    up: false,
-                    netns: Some(self.target.netns.fd.as_fd()),
-                    ..Default::default()
-                };
-                self.host
-                    .create_vlan(&l, *parent_index, vid.get())
-                    .await
-                    .map_err(|c| {
-                        let hint = missing_feature(c.errno, "802.1Q VLAN", VLAN_FIX).or_else(|| {
-                            (c.errno == 17).then(|| {
-                                format!(
-                                    "VLAN {vid} on {parent} exists already under another name or in another \
-                                     namespace (ip -d link shows \"vlan id {vid}\")"
-                                )
-                            })
-                        });
-                        let e = Error::kernel(
-                            format!(
-                                "creating 802.1Q device {guest} (VLAN {vid} on {parent}) in container {label}"
-                            ),
-                            c,
-                        );
-                        match hint {
-                            Some(h) => e.with_hint(h),
-                            None => e,
-                        }
-                    })?;
-                undo.push(Undo::DeleteGuestLink(guest.clone()));
-                self.read_guest_link(guest).await?;
-                let idx = self.guest_index()?;
-                // The kernel ignores IFLA_IFALIAS when it creates a link: set it after.
-                self.guest
-                    .set_alias(idx, alias.as_str())
-                    .await
-                    .map_err(|c| {
-                        Error::kernel(
-                            format!("setting the alias of {guest} in container {label}"),
-                            c,
-                        )
-                    })?;
-                self.guest.set_up(idx, true).await.map_err(|c| {
-                    Error::kernel(format!("bringing {guest} up in container {label}"), c)
-                })?;
             }
             Step::CreateIpvlan {
                 parent,
@@ -453,6 +423,11 @@ impl Exec<'_> {
                     })?;
                 undo.push(Undo::DeleteGuestLink(guest.clone()));
                 self.read_guest_link(guest).await?;
+                let idx = self.guest_index()?;
+                let tag = crate::state::tag(&label, guest.as_str());
+                self.guest.set_alias(idx, &tag, None).await.map_err(|c| {
+                    Error::kernel(format!("tagging {guest} in container {label}"), c)
+                })?;
             }
             Step::MoveToGuest {
                 host,
@@ -464,6 +439,7 @@ impl Exec<'_> {
                 old_mac,
                 old_alias,
             } => {
+                let index = &self.parent_index(host, *index)?;
                 let was_up = self
                     .host
                     .link_by_index(*index)
@@ -568,11 +544,14 @@ impl Exec<'_> {
                 }
             }
             Step::AddAddress { ifname, addr } => {
-                // No undo: the link was created by this run and takes its addresses along.
+                // No undo on a link created by this run: it takes its addresses along.
                 let idx = self.guest_index()?;
                 self.guest.add_address(idx, *addr).await.map_err(|c| {
                     Error::kernel(format!("adding {addr} to {ifname} in container {label}"), c)
                 })?;
+                if self.adopted {
+                    undo.push(Undo::DeleteAddress(idx, *addr));
+                }
             }
             Step::AddGatewayRoute { ifname, gateway } => {
                 let idx = self.guest_index()?;
@@ -602,6 +581,20 @@ impl Exec<'_> {
                         v6: gateway.is_ipv6(),
                     },
                 });
+            }
+            Step::Adopt { link } => {
+                self.guest_link = Some(link.clone());
+                self.adopted = true;
+            }
+            Step::DeleteAddress { ifname, addr } => {
+                let idx = self.guest_index()?;
+                self.guest.delete_address(idx, *addr).await.map_err(|c| {
+                    Error::kernel(
+                        format!("removing {addr} from {ifname} in container {label}"),
+                        c,
+                    )
+                })?;
+                undo.push(Undo::AddAddress(idx, *addr));
             }
             Step::Announce { ifname, addr } => {
                 // A nudge, like pipework's `arping ... || true`: a failure to
@@ -680,6 +673,14 @@ async fn rollback(
                         target.label
                     )
                 }),
+            Undo::DeleteAddress(i, a) => guest
+                .delete_address(*i, *a)
+                .await
+                .map_err(|c| format!("address {a} added in {} ({c})", target.label)),
+            Undo::AddAddress(i, a) => guest
+                .add_address(*i, *a)
+                .await
+                .map_err(|c| format!("address {a} removed in {} ({c})", target.label)),
         };
         if let Err(e) = r {
             warn!("rollback: could not undo {e}");

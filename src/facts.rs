@@ -164,3 +164,49 @@ async fn by_mac(mac: Mac, host: &Netlink) -> Result<Link> {
         ))),
     }
 }
+
+/// For a re-run: what there is of an attachment whose container interface
+/// exists already (its addresses, pipe's record, the veth's host end).
+pub async fn existing(
+    spec: &AttachSpec,
+    target: &Target,
+    link: &Link,
+    host_veth: &crate::spec::IfName,
+    host: &Netlink,
+    guest: &Netlink,
+) -> Result<crate::rerun::Existing> {
+    let record = crate::state::load(&target.label, spec.ifname.as_str()).map_err(|e| {
+        Error::Refused(format!(
+            "cannot read pipe's record of {} in {}: {e}; remove {} if it is damaged",
+            spec.ifname,
+            target.label,
+            crate::state::path(&target.label, spec.ifname.as_str()).display()
+        ))
+    })?;
+    let addrs = guest.addresses(link.index).await.map_err(|c| {
+        Error::kernel(
+            format!(
+                "reading the addresses of {} in container {}",
+                link.name, target.label
+            ),
+            c,
+        )
+    })?;
+    let hv_name = record
+        .as_ref()
+        .and_then(|r| r.host_ifname.clone())
+        .unwrap_or_else(|| host_veth.to_string());
+    let host_veth = if link.kind.as_deref() == Some("veth") {
+        host.link(&hv_name)
+            .await
+            .map_err(|c| Error::kernel(format!("looking up host interface {hv_name}"), c))?
+    } else {
+        None
+    };
+    Ok(crate::rerun::Existing {
+        link: link.clone(),
+        addrs,
+        record,
+        host_veth,
+    })
+}

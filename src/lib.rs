@@ -4,19 +4,26 @@
 //! `facts` observes, `plan` decides, `exec` mutates through `netlink`/`netns`.
 
 pub mod announce;
+pub mod attachments;
 pub mod cli;
+pub mod detach;
 pub mod docker;
 pub mod error;
 pub mod exec;
 pub mod facts;
+pub mod gc;
 pub mod generate;
 pub mod guest;
 pub mod netlink;
 pub mod netns;
 pub mod plan;
 pub mod report;
+pub mod rerun;
 pub mod spec;
+pub mod state;
 pub mod vlan;
+pub mod wait;
+pub mod watch;
 
 use clap::Parser;
 
@@ -26,11 +33,29 @@ use crate::netlink::Netlink;
 use crate::plan::NsRef;
 use crate::spec::AttachSpec;
 
-/// pipe's own state (records of what it created): `$PIPE_STATE_DIR`, default /run/pipe.
+static STATE_DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
+/// pipe's own state (records of what it created): `--state-dir`, else
+/// `$PIPE_STATE_DIR`, default /run/pipe.
 pub fn state_dir() -> std::path::PathBuf {
+    if let Some(d) = STATE_DIR.get() {
+        return d.clone();
+    }
     std::env::var_os("PIPE_STATE_DIR")
         .map(Into::into)
         .unwrap_or_else(|| "/run/pipe".into())
+}
+
+/// Set the state directory for this process (from `--state-dir`); first call wins.
+pub fn set_state_dir(d: std::path::PathBuf) {
+    let _ = STATE_DIR.set(d);
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Refused(format!("starting the async runtime: {e}")))
 }
 
 /// Parse the command line, run, print; returns the process exit code.
@@ -88,17 +113,84 @@ pub fn run(cli: Cli) -> Result<()> {
             .map_err(|e| Error::Refused(format!("writing to stdout: {e}")))?;
         return Ok(());
     }
-    if let Some(cmd) = cli.command {
-        match cmd {}
-    }
+    set_state_dir(cli.state_dir.clone());
     let json = cli.json;
     let dry_run = cli.dry_run;
+    if let Some(cmd) = cli.command {
+        return run_command(cmd, dry_run, json);
+    }
+    if cli.wait {
+        let timeout = cli.timeout.map(cli::secs).transpose()?;
+        let ifname = cli.ifname.to_string();
+        let addr = runtime()?.block_on(wait::wait(&ifname, timeout))?;
+        if json {
+            println!("{}", serde_json::json!({"ifname": ifname, "address": addr}));
+        } else {
+            println!("{ifname} ready with {addr}");
+        }
+        return Ok(());
+    }
+    let persist = cli.persist;
     let spec = cli.into_spec()?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::Refused(format!("starting the async runtime: {e}")))?;
-    rt.block_on(attach(&spec, dry_run, json))
+    runtime()?.block_on(async {
+        check_privileges()?;
+        if let Some(r) = attach_one(&spec, dry_run, persist).await? {
+            println!("{}", if json { r.json() } else { r.line() });
+        }
+        Ok(())
+    })
+}
+
+fn run_command(cmd: cli::Command, dry_run: bool, json: bool) -> Result<()> {
+    use cli::Command;
+    let rt = runtime()?;
+    check_privileges()?;
+    match cmd {
+        Command::Detach {
+            guest,
+            ifname,
+            force,
+            timeout,
+        } => {
+            let d = detach::DetachSpec {
+                guest,
+                ifname,
+                force,
+                timeout: cli::secs(timeout)?,
+            };
+            let out = rt.block_on(detach::detach(&d, dry_run))?;
+            if dry_run {
+                return Ok(());
+            }
+            if json {
+                println!("{}", serde_json::to_string(&out).unwrap_or_default());
+            } else if out.removed.is_empty() {
+                println!("{} {} detached", out.container, out.ifname);
+            } else {
+                println!(
+                    "{} {} detached (removed {})",
+                    out.container,
+                    out.ifname,
+                    out.removed.join(", ")
+                );
+            }
+            Ok(())
+        }
+        Command::Gc => {
+            let removed = rt.block_on(gc::gc(dry_run))?;
+            if json {
+                println!("{}", serde_json::json!({ "removed": removed }));
+            } else if removed.is_empty() {
+                println!("nothing to clean up");
+            } else {
+                for r in removed {
+                    println!("{r}");
+                }
+            }
+            Ok(())
+        }
+        Command::Watch { file, once } => rt.block_on(watch::watch(&file, once)),
+    }
 }
 
 /// Pipe needs to enter namespaces and change links.
@@ -122,8 +214,13 @@ fn check_privileges() -> Result<()> {
     }
 }
 
-async fn attach(spec: &AttachSpec, dry_run: bool, json: bool) -> Result<()> {
-    check_privileges()?;
+/// Attach one interface (or find it attached already) and record it. Prints
+/// the plan and returns `None` with `dry_run`.
+pub async fn attach_one(
+    spec: &AttachSpec,
+    dry_run: bool,
+    persist: bool,
+) -> Result<Option<report::Report>> {
     let target = guest::resolve(&spec.guest, spec.timeout).await?;
     if let Some(n) = &target.note {
         eprintln!("pipe: note: {n}");
@@ -147,13 +244,37 @@ async fn attach(spec: &AttachSpec, dry_run: bool, json: bool) -> Result<()> {
             _ => NsRef::Path(target.netns.path.display().to_string()),
         },
     };
-    let plan = plan::plan(spec, &facts, ns)?;
+    let (plan, old) = match &facts.guest_ifname_taken {
+        Some(link) => {
+            let ex = facts::existing(spec, &target, link, &facts.host_veth, &host, &guest).await?;
+            let old = ex.record.clone();
+            (rerun::plan(spec, &facts, &ex, ns, &target.label)?, old)
+        }
+        None => {
+            // A record without its interface belongs to an earlier incarnation.
+            let old = state::load(&target.label, spec.ifname.as_str())
+                .ok()
+                .flatten();
+            (plan::plan(spec, &facts, ns)?, old)
+        }
+    };
     if dry_run {
         print!("{}", plan.render());
-        return Ok(());
+        return Ok(None);
     }
+    let noop = rerun::is_noop(&plan);
     let applied = exec::apply(&plan, &target, &host, &guest).await?;
-    let r = report::Report::new(spec, &target, &plan, &applied);
-    println!("{}", if json { r.json() } else { r.line() });
-    Ok(())
+    let mut r = report::Report::new(spec, &target, &plan, &applied);
+    r.already_attached = noop;
+    let rec = state::after_attach(spec, &target, &plan, &applied, old.clone(), persist);
+    if old.as_ref() != Some(&rec)
+        && let Err(e) = state::save(&rec)
+    {
+        eprintln!(
+            "pipe: note: attached, but could not write the record {}: {e}; \
+                 pipe detach will need --force",
+            rec.path().display()
+        );
+    }
+    Ok(Some(r))
 }

@@ -491,15 +491,6 @@ impl Netlink {
         self.ack(RouteNetlinkMessage::SetLink(m), 0).await
     }
 
-    /// Set (or, with "", clear) a link's alias (`IFLA_IFALIAS`).
-    pub async fn set_alias(&self, index: u32, alias: &str) -> NlResult<()> {
-        debug!("netlink: set link #{index} alias {alias:?}");
-        let mut m = LinkMessage::default();
-        m.header.index = index;
-        m.attributes.push(LinkAttribute::IfAlias(alias.to_string()));
-        self.ack(RouteNetlinkMessage::SetLink(m), 0).await
-    }
-
     /// Bring a link up (or down).
     pub async fn set_up(&self, index: u32, up: bool) -> NlResult<()> {
         debug!("netlink: set link #{index} up={up}");
@@ -661,4 +652,127 @@ fn route_message(v6: bool, dst_len: u8, scope: RouteScope) -> RouteMessage {
     m.header.scope = scope;
     m.header.kind = RouteType::Unicast;
     m
+}
+
+// ---- lifecycle (issue 5): ownership tags, addresses, route records --------------------------
+
+/// An address on a link, as read back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Addr {
+    pub net: IpNetwork,
+    /// IPv6 duplicate address detection has not finished (`IFA_F_TENTATIVE`).
+    pub tentative: bool,
+    /// IPv6 duplicate address detection failed (`IFA_F_DADFAILED`).
+    pub dad_failed: bool,
+}
+
+impl Route {
+    /// The route message in its wire format, to keep in a state record.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        use netlink_packet_core::Emitable;
+        let mut b = vec![0; self.message.buffer_len()];
+        self.message.emit(&mut b);
+        b
+    }
+
+    pub fn from_bytes(b: &[u8]) -> Option<Route> {
+        use netlink_packet_core::Parseable;
+        RouteMessage::parse(b).ok().map(|message| Route { message })
+    }
+}
+
+impl Netlink {
+    /// Set a link's alias (`IFLA_IFALIAS`): pipe's ownership tag. The kernel
+    /// ignores the alias in RTM_NEWLINK, so it takes a RTM_SETLINK of its own.
+    pub async fn set_alias(&self, index: u32, alias: &str, up: Option<bool>) -> NlResult<()> {
+        debug!("netlink: set link #{index} alias {alias:?} up={up:?}");
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        if let Some(up) = up {
+            m.header.change_mask = LinkFlags::Up;
+            if up {
+                m.header.flags = LinkFlags::Up;
+            }
+        }
+        m.attributes.push(LinkAttribute::IfAlias(alias.to_string()));
+        self.ack(RouteNetlinkMessage::SetLink(m), 0).await
+    }
+
+    /// [`Netlink::set_alias`] by name (index 0: the kernel looks the name up).
+    pub async fn set_alias_named(&self, name: &str, alias: &str) -> NlResult<()> {
+        debug!("netlink: set link {name} alias {alias:?}");
+        let mut m = LinkMessage::default();
+        m.attributes.push(LinkAttribute::IfName(name.to_string()));
+        m.attributes.push(LinkAttribute::IfAlias(alias.to_string()));
+        self.ack(RouteNetlinkMessage::SetLink(m), 0).await
+    }
+
+    /// The addresses of one link (a dump filtered by the kernel to that index).
+    pub async fn addresses(&self, index: u32) -> NlResult<Vec<Addr>> {
+        use netlink_packet_route::address::{AddressAttribute, AddressFlags};
+        debug!("netlink: get addresses of #{index}");
+        let mut s = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute();
+        let mut out = Vec::new();
+        while let Some(m) = s.next().await {
+            let m = m.map_err(cause)?;
+            if m.header.index != index {
+                continue;
+            }
+            let mut ip = None;
+            let mut local = None;
+            let mut flags = AddressFlags::from_bits_retain(m.header.flags.bits() as u32);
+            for a in &m.attributes {
+                match a {
+                    AddressAttribute::Address(a) => ip = Some(*a),
+                    AddressAttribute::Local(a) => local = Some(*a),
+                    AddressAttribute::Flags(f) => flags = *f,
+                    _ => {}
+                }
+            }
+            // IFA_LOCAL is the interface's own address on point-to-point links.
+            let Some(ip) = local.or(ip) else { continue };
+            let Ok(net) = IpNetwork::new(ip, m.header.prefix_len) else {
+                continue;
+            };
+            out.push(Addr {
+                net,
+                tentative: flags.contains(AddressFlags::Tentative),
+                dad_failed: flags.contains(AddressFlags::Dadfailed),
+            });
+        }
+        Ok(out)
+    }
+
+    pub async fn delete_address(&self, index: u32, net: IpNetwork) -> NlResult<()> {
+        use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+        debug!("netlink: delete address {net} from #{index}");
+        let mut m = AddressMessage::default();
+        m.header.family = if net.is_ipv6() {
+            AddressFamily::Inet6
+        } else {
+            AddressFamily::Inet
+        };
+        m.header.prefix_len = net.prefix();
+        m.header.index = index;
+        m.attributes.push(AddressAttribute::Local(net.ip()));
+        if net.is_ipv4() {
+            m.attributes.push(AddressAttribute::Address(net.ip()));
+        }
+        self.handle.address().del(m).execute().await.map_err(cause)
+    }
+
+    /// The ports of a bridge (a dump of all links, filtered here).
+    pub async fn ports_of(&self, bridge: u32) -> NlResult<Vec<Link>> {
+        Ok(self
+            .links()
+            .await?
+            .into_iter()
+            .filter(|l| l.master == Some(bridge))
+            .collect())
+    }
 }

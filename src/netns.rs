@@ -152,7 +152,7 @@ pub fn created_by_pipe(name: &str) -> bool {
 
 /// Does any process live in the namespace `id`? Only used on the rare path
 /// where a name is already taken by another namespace.
-fn any_process_in(id: NsId) -> bool {
+pub fn any_process_in(id: NsId) -> bool {
     let Ok(rd) = std::fs::read_dir("/proc") else {
         return true;
     };

@@ -113,17 +113,6 @@ pub enum Step {
         vid: VlanId,
         mtu: u32,
     },
-    /// `--direct-phys` with @VID and no `PARENT.VID` yet: the 802.1Q device is
-    /// born in the container as `guest`, its alias the name it would have on the host.
-    CreateGuestVlan {
-        guest: IfName,
-        alias: IfName,
-        parent: IfName,
-        parent_index: u32,
-        vid: VlanId,
-        mtu: u32,
-        mac: Option<Mac>,
-    },
     CreateIpvlan {
         parent: IfName,
         /// `None`: the parent (a VLAN sub-interface) is created by an earlier step.
@@ -136,7 +125,8 @@ pub enum Step {
     /// old name in the alias; rollback moves it back as it was.
     MoveToGuest {
         host: IfName,
-        index: u32,
+        /// `None`: the link (a VLAN sub-interface) is created by an earlier step.
+        index: Option<u32>,
         guest: IfName,
         mtu: Option<u32>,
         mac: Option<Mac>,
@@ -171,6 +161,15 @@ pub enum Step {
         ifname: IfName,
         gateway: IpAddr,
         previous: Option<Route>,
+    },
+    /// Re-run: keep the container interface pipe made earlier (no change).
+    Adopt {
+        link: Link,
+    },
+    /// Re-run with another address: remove the one pipe set before.
+    DeleteAddress {
+        ifname: IfName,
+        addr: IpNetwork,
     },
     /// Tell the link that `addr` now lives at this interface's MAC: one
     /// gratuitous ARP (IPv4) or unsolicited neighbour advertisement (IPv6).
@@ -399,7 +398,7 @@ fn plan_parent(
         }
         steps.push(Step::MoveToGuest {
             host: parent.clone(),
-            index: p.index,
+            index: Some(p.index),
             guest: spec.ifname.clone(),
             mtu: spec.mtu,
             mac: spec.mac,
@@ -438,7 +437,7 @@ fn plan_parent(
                         }
                         steps.push(Step::MoveToGuest {
                             host: sub.clone(),
-                            index: l.index,
+                            index: Some(l.index),
                             guest: spec.ifname.clone(),
                             mtu: spec.mtu,
                             mac: spec.mac,
@@ -457,18 +456,28 @@ fn plan_parent(
                     (sub.clone(), Some(l.index), l.mtu)
                 }
                 SubIf::Missing if spec.direct_phys => {
+                    // Made on the host under its usual name, then moved: the
+                    // alias says where it goes back to, as for an existing one.
                     let mtu = spec.mtu.unwrap_or(p.mtu);
                     check_lower_mtu(mtu, p.mtu, &parent, "an 802.1Q device")?;
-                    steps.push(Step::CreateGuestVlan {
-                        guest: spec.ifname.clone(),
-                        alias: sub.clone(),
+                    steps.push(Step::CreateVlan {
+                        name: sub.clone(),
                         parent: parent.clone(),
                         parent_index: p.index,
                         vid,
-                        mtu,
-                        mac: spec.mac,
+                        mtu: p.mtu,
                     });
-                    return Ok(("vlan", parent));
+                    steps.push(Step::MoveToGuest {
+                        host: sub.clone(),
+                        index: None,
+                        guest: spec.ifname.clone(),
+                        mtu: spec.mtu,
+                        mac: spec.mac,
+                        old_mtu: p.mtu,
+                        old_mac: None,
+                        old_alias: None,
+                    });
+                    return Ok(("phys", sub.clone()));
                 }
                 SubIf::Missing => {
                     steps.push(Step::CreateVlan {
@@ -599,19 +608,6 @@ impl Step {
             } => format!(
                 "ip link add link {parent} name {name} mtu {mtu} type vlan id {vid} && ip link set {name} up"
             ),
-            Step::CreateGuestVlan {
-                guest,
-                alias,
-                parent,
-                vid,
-                mtu,
-                mac,
-                ..
-            } => format!(
-                "ip link add link {parent} name {guest} netns {} mtu {mtu}{} type vlan id {vid} && {ip} link set {guest} alias {alias} up",
-                ns.netns_arg(),
-                mac.map(|m| format!(" address {m}")).unwrap_or_default(),
-            ),
             Step::CreateIpvlan {
                 parent,
                 guest,
@@ -660,6 +656,8 @@ impl Step {
                 let fam = if gateway.is_ipv6() { "-6 " } else { "" };
                 format!("{ip} {fam}route replace default via {gateway} dev {ifname}")
             }
+            Step::Adopt { link } => format!("# {} exists already (made by pipe): kept", link.name),
+            Step::DeleteAddress { ifname, addr } => format!("{ip} addr del {addr} dev {ifname}"),
             // The same packet as these tools send (pipe sends it itself).
             Step::Announce { ifname, addr } => match addr {
                 IpAddr::V4(a) => format!("{} arping -c 1 -U -I {ifname} {a}", ns.exec()),
@@ -1021,8 +1019,13 @@ mod tests {
         let p = plan(&s, &parent_with_sub(SubIf::Missing, 1500), ns()).unwrap();
         assert_eq!(
             p.steps[1].render(&ns()),
-            "ip link add link eth0 name eth1 netns 42 mtu 1500 type vlan id 100 && ip -n 42 link set eth1 alias eth0.100 up"
+            "ip link add link eth0 name eth0.100 mtu 1500 type vlan id 100 && ip link set eth0.100 up"
         );
+        assert_eq!(
+            p.steps[2].render(&ns()),
+            "ip link set eth0.100 netns 42 name eth1 alias eth0.100 && ip -n 42 link set eth1 up"
+        );
+        assert_eq!((p.kind, p.host_if.as_str()), ("phys", "eth0.100"));
         let mut s2 = spec("br1", "0/0");
         s2.direct_phys = true;
         let e = plan(

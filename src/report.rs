@@ -25,6 +25,9 @@ pub struct Report {
     pub host_ifname: Option<String>,
     /// The /var/run/netns name, when linked.
     pub netns: Option<String>,
+    /// A re-run that found the attachment as asked and changed nothing.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub already_attached: bool,
 }
 
 impl Report {
@@ -40,6 +43,7 @@ impl Report {
             vlan: spec.vlan.map(|v| v.get()),
             host_ifname: plan.host_ifname.as_ref().map(|n| n.to_string()),
             netns: target.link_name.clone().filter(|_| spec.netns_link),
+            already_attached: false,
         }
     }
 
@@ -61,6 +65,9 @@ impl Report {
         }
         if let Some(v) = self.vlan {
             s.push_str(&format!(" vlan {v}"));
+        }
+        if self.already_attached {
+            s.push_str(" (already attached)");
         }
         s
     }

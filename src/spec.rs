@@ -234,6 +234,19 @@ impl FromStr for AddrSpec {
     }
 }
 
+impl fmt::Display for AddrSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.addr {
+            Some(a) => write!(f, "{a}")?,
+            None => f.write_str("0/0")?,
+        }
+        if let Some(g) = self.gateway {
+            write!(f, "@{g}")?;
+        }
+        Ok(())
+    }
+}
+
 fn family_name(ip: IpAddr) -> &'static str {
     if ip.is_ipv4() { "IPv4" } else { "IPv6" }
 }

@@ -248,3 +248,23 @@ fn direct_phys_refuses_a_bridge_port() {
     assert_fails(&o, 1, "phys0 is a port of another interface");
     assert_unchanged(&before, &host, &c, "bridge port");
 }
+
+#[test]
+fn detach_moves_a_direct_phys_interface_back_under_its_old_name() {
+    let (host, _lan) = host_with_lan();
+    let c = Container::new();
+    let o = host.pipe(&["--direct-phys", "phys0", &c.pid_s(), "10.89.0.9/24"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(host.links(), ["lo"]);
+    let o = host.pipe(&["detach", &c.pid_s()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("moved back to the host as phys0"),
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!(host.links(), ["lo", "phys0"], "phys0 is back");
+    assert_eq!(c.links(), ["lo"]);
+    let l = host.ipj(&["-d", "link", "show", "dev", "phys0"]);
+    assert!(link(&l)["ifalias"].is_null(), "alias cleared: {l}");
+}

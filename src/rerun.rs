@@ -1,0 +1,363 @@
+//! Idempotent re-runs: planning an attach whose container interface exists
+//! already. Pure, like `plan`: (spec, facts, what exists) -> steps.
+//!
+//! - the same request again is a no-op ("already attached");
+//! - another address replaces the one pipe set before (others stay);
+//! - another gateway replaces the default route (the original one stays on
+//!   record for `detach`);
+//! - anything that would need a different link (other bridge or parent,
+//!   other kind, other MAC or MTU) is refused with the way out.
+
+use ipnetwork::IpNetwork;
+
+use crate::error::{Error, Result};
+use crate::netlink::{Addr, Link};
+use crate::netns::LinkState;
+use crate::plan::{Facts, HostSide, NsRef, Plan, Step, gateway_on_link};
+use crate::spec::{AttachSpec, IfName};
+use crate::state::{Record, is_tag};
+
+/// What is there already, read before any change.
+#[derive(Clone, Debug)]
+pub struct Existing {
+    /// The container interface of the requested name.
+    pub link: Link,
+    pub addrs: Vec<Addr>,
+    /// pipe's record of it, if any.
+    pub record: Option<Record>,
+    /// The host end of the veth (named by the record, or the derived name).
+    pub host_veth: Option<Link>,
+}
+
+impl Existing {
+    /// Did pipe make this interface?
+    pub fn ours(&self) -> bool {
+        self.record.is_some() || is_tag(self.link.alias.as_deref())
+    }
+}
+
+/// Is the plan a no-op (the attachment is already as asked)?
+pub fn is_noop(p: &Plan) -> bool {
+    p.steps.iter().all(|s| matches!(s, Step::Adopt { .. }))
+}
+
+pub fn plan(
+    spec: &AttachSpec,
+    facts: &Facts,
+    ex: &Existing,
+    ns: NsRef,
+    label: &str,
+) -> Result<Plan> {
+    let ifname = &spec.ifname;
+    if !ex.ours() {
+        return Err(Error::Refused(format!(
+            "interface {ifname} already exists in container {label} and pipe did not create it; \
+             choose another name with -i"
+        )));
+    }
+    let have_kind = ex.link.kind.as_deref().unwrap_or("device");
+    let on = ex
+        .record
+        .as_ref()
+        .map(|r| format!(" on {}", r.host_if))
+        .unwrap_or_default();
+    let conflict = |what: String| {
+        Error::Refused(format!(
+            "interface {ifname} of container {label} is a {have_kind}{on} already, {what}; \
+             detach it first (pipe detach {label} -i {ifname}) or choose another name with -i"
+        ))
+    };
+
+    let (kind, host_if, host_ifname) = match &facts.host {
+        HostSide::NewBridge(b) => {
+            return Err(conflict(format!("and bridge {b} does not exist")));
+        }
+        HostSide::Bridge(b) => {
+            if have_kind != "veth" {
+                return Err(conflict(format!("not a veth into bridge {}", b.name)));
+            }
+            let hv = ex.host_veth.as_ref();
+            let in_bridge = hv.is_some_and(|h| h.master == Some(b.index));
+            let rec_ok = ex.record.as_ref().is_none_or(|r| r.host_if == b.name);
+            if !in_bridge || !rec_ok {
+                return Err(conflict(format!("not a port of bridge {}", b.name)));
+            }
+            let name: IfName = b.name.parse().map_err(Error::Refused)?;
+            let hname: Option<IfName> = hv.and_then(|h| h.name.parse().ok());
+            ("veth", name, hname)
+        }
+        HostSide::Parent(p) => {
+            if spec.direct_phys {
+                return Err(conflict(format!(
+                    "and --direct-phys would move {} in as another one",
+                    p.name
+                )));
+            }
+            let want = if spec.ipvlan.is_some() {
+                "ipvlan"
+            } else {
+                "macvlan"
+            };
+            // With @VID the child hangs on HOST_IF.VID.
+            let lower: IfName = match (&facts.vlan.sub, spec.vlan) {
+                (Some((sub, _)), Some(_)) => sub.clone(),
+                _ => p.name.parse().map_err(Error::Refused)?,
+            };
+            if have_kind != want
+                || ex
+                    .record
+                    .as_ref()
+                    .is_some_and(|r| r.host_if != lower.as_str())
+            {
+                return Err(conflict(format!("not a {want} on {lower}")));
+            }
+            (want, lower, None)
+        }
+    };
+    if let Some(m) = spec.mac
+        && ex.link.mac != Some(m)
+    {
+        return Err(conflict(format!(
+            "with MAC {}, not {m}",
+            ex.link.mac.map(|m| m.to_string()).unwrap_or("-".into())
+        )));
+    }
+    if let Some(mtu) = spec.mtu
+        && ex.link.mtu != mtu
+    {
+        return Err(conflict(format!("with MTU {}, not {mtu}", ex.link.mtu)));
+    }
+
+    let mut steps = Vec::new();
+    if let Some((name, state)) = &facts.netns_link {
+        match state {
+            LinkState::Same | LinkState::Other => {}
+            LinkState::Missing => steps.push(Step::LinkNetns {
+                name: name.clone(),
+                replace_stale: false,
+            }),
+            LinkState::Stale => steps.push(Step::LinkNetns {
+                name: name.clone(),
+                replace_stale: true,
+            }),
+        }
+    }
+    steps.push(Step::Adopt {
+        link: ex.link.clone(),
+    });
+
+    let mut readdressed = false;
+    if let Some(want) = spec.addr.addr
+        && !ex
+            .addrs
+            .iter()
+            .any(|a| a.net.ip() == want.ip() && a.net.prefix() == want.prefix())
+    {
+        // Replace what pipe set before (same family), and the same IP under
+        // another prefix; leave every other address alone.
+        let recorded: Vec<IpNetwork> = ex
+            .record
+            .as_ref()
+            .map(|r| r.addrs.iter().filter_map(|a| a.parse().ok()).collect())
+            .unwrap_or_default();
+        for a in &ex.addrs {
+            let same_family = a.net.is_ipv4() == want.is_ipv4();
+            let was_ours = recorded
+                .iter()
+                .any(|r| r.ip() == a.net.ip() && r.prefix() == a.net.prefix());
+            if same_family && (was_ours || a.net.ip() == want.ip()) {
+                steps.push(Step::DeleteAddress {
+                    ifname: ifname.clone(),
+                    addr: a.net,
+                });
+            }
+        }
+        // Delete before add: deleting a primary IPv4 address takes its
+        // secondaries along (promote_secondaries is off by default).
+        steps.push(Step::AddAddress {
+            ifname: ifname.clone(),
+            addr: want,
+        });
+        readdressed = true;
+    }
+
+    if let Some(gw) = spec.addr.gateway {
+        // Removing an address drops the routes through it, the default route
+        // included: then it is set again whatever it was before.
+        let current = !readdressed
+            && facts
+                .default_route
+                .as_ref()
+                .is_some_and(|r| r.gateway() == Some(gw) && r.oif() == Some(ex.link.index));
+        if !current {
+            if !gateway_on_link(spec.addr.addr, gw) {
+                steps.push(Step::AddGatewayRoute {
+                    ifname: ifname.clone(),
+                    gateway: gw,
+                });
+            }
+            steps.push(Step::ReplaceDefault {
+                ifname: ifname.clone(),
+                gateway: gw,
+                previous: facts.default_route.clone(),
+            });
+        }
+    }
+
+    if readdressed && let Some(addr) = spec.addr.addr {
+        steps.push(Step::Announce {
+            ifname: ifname.clone(),
+            addr: addr.ip(),
+        });
+    }
+
+    Ok(Plan {
+        ns,
+        steps,
+        ifname: ifname.clone(),
+        host_ifname,
+        host_if,
+        kind,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attachments::Entry;
+    use crate::spec::{GuestRef, HostIfRef, MacvlanMode};
+    use std::time::Duration;
+
+    fn link(name: &str, kind: &str, index: u32, master: Option<u32>) -> Link {
+        Link {
+            index,
+            name: name.into(),
+            kind: Some(kind.into()),
+            mtu: 1500,
+            up: true,
+            mac: Some(crate::spec::Mac([2, 0, 0, 0, 0, 1])),
+            master,
+            alias: Some("pipe:42:eth1".into()),
+        }
+    }
+
+    fn spec(addr: &str) -> AttachSpec {
+        AttachSpec {
+            host_if: HostIfRef::Name("br1".parse().unwrap()),
+            guest: GuestRef::Pid(42),
+            addr: addr.parse().unwrap(),
+            mac: None,
+            vlan: None,
+            ifname: "eth1".parse().unwrap(),
+            host_ifname: None,
+            mtu: None,
+            macvlan_mode: MacvlanMode::Bridge,
+            ipvlan: None,
+            direct_phys: false,
+            netns_link: true,
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    fn facts() -> Facts {
+        Facts {
+            host: HostSide::Bridge(link("br1", "bridge", 5, None)),
+            host_veth: "veth1pl42".parse().unwrap(),
+            host_veth_taken: true,
+            guest_ifname_taken: Some(link("eth1", "veth", 2, None)),
+            default_route: None,
+            netns_link: Some(("42".into(), LinkState::Same)),
+            vlan: Default::default(),
+        }
+    }
+
+    fn existing(addr: &str) -> Existing {
+        Existing {
+            link: link("eth1", "veth", 2, None),
+            addrs: vec![Addr {
+                net: addr.parse().unwrap(),
+                tentative: false,
+                dad_failed: false,
+            }],
+            record: Some(Record {
+                spec: Entry::from_spec(&spec(addr)),
+                label: "42".into(),
+                ifname: "eth1".into(),
+                kind: "veth".into(),
+                host_if: "br1".into(),
+                host_ifname: Some("veth1pl42".into()),
+                mac: None,
+                netns: None,
+                created_shared: vec![],
+                netns_link: None,
+                replaced_default: vec![],
+                addrs: vec![addr.into()],
+                persist: false,
+            }),
+            host_veth: Some(link("veth1pl42", "veth", 9, Some(5))),
+        }
+    }
+
+    fn ns() -> NsRef {
+        NsRef::Named("42".into())
+    }
+
+    #[test]
+    fn same_spec_is_a_noop() {
+        let p = plan(
+            &spec("10.0.0.2/24"),
+            &facts(),
+            &existing("10.0.0.2/24"),
+            ns(),
+            "42",
+        )
+        .unwrap();
+        assert!(is_noop(&p), "{}", p.render());
+    }
+
+    #[test]
+    fn new_address_replaces_the_recorded_one() {
+        let p = plan(
+            &spec("10.0.0.3/24"),
+            &facts(),
+            &existing("10.0.0.2/24"),
+            ns(),
+            "42",
+        )
+        .unwrap();
+        let r = p.render();
+        assert!(!is_noop(&p));
+        assert!(r.contains("addr del 10.0.0.2/24 dev eth1"), "{r}");
+        assert!(r.contains("addr add 10.0.0.3/24 dev eth1"), "{r}");
+        // A foreign address stays.
+        let mut ex = existing("10.0.0.2/24");
+        ex.record.as_mut().unwrap().addrs.clear();
+        let p = plan(&spec("10.0.0.3/24"), &facts(), &ex, ns(), "42").unwrap();
+        assert!(!p.render().contains("addr del"), "{}", p.render());
+    }
+
+    #[test]
+    fn conflicts_and_foreign_links_refused() {
+        let mut f = facts();
+        f.host = HostSide::Bridge(link("br2", "bridge", 6, None));
+        let e = plan(&spec("0/0"), &f, &existing("10.0.0.2/24"), ns(), "42").unwrap_err();
+        assert!(e.to_string().contains("not a port of bridge br2"), "{e}");
+        assert!(e.to_string().contains("pipe detach 42 -i eth1"), "{e}");
+
+        let mut f = facts();
+        f.host = HostSide::Parent(link("eth0", "veth", 3, None));
+        let e = plan(&spec("0/0"), &f, &existing("10.0.0.2/24"), ns(), "42").unwrap_err();
+        assert!(e.to_string().contains("not a macvlan on eth0"), "{e}");
+
+        let mut ex = existing("10.0.0.2/24");
+        ex.record = None;
+        ex.link.alias = None;
+        let e = plan(&spec("0/0"), &facts(), &ex, ns(), "42").unwrap_err();
+        assert!(e.to_string().contains("pipe did not create it"), "{e}");
+
+        let mut s = spec("10.0.0.2/24");
+        s.mac = Some(crate::spec::Mac([2, 0, 0, 0, 0, 2]));
+        let e = plan(&s, &facts(), &existing("10.0.0.2/24"), ns(), "42").unwrap_err();
+        assert!(e.to_string().contains("MAC"), "{e}");
+    }
+}
