@@ -440,6 +440,26 @@ pub async fn drop_bridge_if_unused(
         .map_err(|c| format!("deleting bridge {name} ({c})"))
 }
 
+/// Move `name` from the container back into pipe's own (the host's) namespace
+/// as `host_name`, with the alias cleared.
+async fn move_back(
+    guest: &Netlink,
+    name: &str,
+    host_name: &str,
+) -> std::result::Result<(), crate::error::KernelCause> {
+    use std::os::fd::AsFd;
+    let l = guest.link(name).await?.ok_or(crate::error::KernelCause {
+        errno: 19,
+        detail: None,
+    })?;
+    // The main thread never leaves the host's namespace: /proc/self/ns/net is it.
+    let own = std::fs::File::open("/proc/self/ns/net")
+        .map_err(|e| crate::error::KernelCause::from_io(&e))?;
+    guest
+        .move_link(l.index, own.as_fd(), host_name, Some(""), None, None)
+        .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -486,24 +506,4 @@ mod tests {
         let e = plan(&f).unwrap_err();
         assert!(e.to_string().contains("nothing to detach"), "{e}");
     }
-}
-
-/// Move `name` from the container back into pipe's own (the host's) namespace
-/// as `host_name`, with the alias cleared.
-async fn move_back(
-    guest: &Netlink,
-    name: &str,
-    host_name: &str,
-) -> std::result::Result<(), crate::error::KernelCause> {
-    use std::os::fd::AsFd;
-    let l = guest.link(name).await?.ok_or(crate::error::KernelCause {
-        errno: 19,
-        detail: None,
-    })?;
-    // The main thread never leaves the host's namespace: /proc/self/ns/net is it.
-    let own = std::fs::File::open("/proc/self/ns/net")
-        .map_err(|e| crate::error::KernelCause::from_io(&e))?;
-    guest
-        .move_link(l.index, own.as_fd(), host_name, Some(""), None, None)
-        .await
 }
