@@ -22,6 +22,15 @@ _pipe() {
             pipe,gc)
                 cmd="pipe__subcmd__gc"
                 ;;
+            pipe,route)
+                cmd="pipe__subcmd__route"
+                ;;
+            pipe,rule)
+                cmd="pipe__subcmd__rule"
+                ;;
+            pipe,tc)
+                cmd="pipe__subcmd__tc"
+                ;;
             pipe,watch)
                 cmd="pipe__subcmd__watch"
                 ;;
@@ -32,7 +41,7 @@ _pipe() {
 
     case "${cmd}" in
         pipe)
-            opts="-i -l -a -n -v -h -V --container-ifname --host-ifname --family --mtu --macvlan-mode --dry-run --verbose --json --no-netns-link --timeout --wait --persist --state-dir --generate --help --version detach gc watch"
+            opts="-i -l -a -n -v -h -V --container-ifname --host-ifname --family --mtu --macvlan-mode --dry-run --verbose --json --no-netns-link --timeout --wait --persist --state-dir --generate --help --version detach gc watch route rule tc"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -120,6 +129,60 @@ _pipe() {
             return 0
             ;;
         pipe__subcmd__gc)
+            opts="-n -v -h --dry-run --verbose --json --state-dir --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        pipe__subcmd__route)
+            opts="-n -v -h --dry-run --verbose --json --state-dir --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        pipe__subcmd__rule)
+            opts="-n -v -h --dry-run --verbose --json --state-dir --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        pipe__subcmd__tc)
             opts="-n -v -h --dry-run --verbose --json --state-dir --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

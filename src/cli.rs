@@ -179,7 +179,67 @@ pub enum Command {
         #[arg(long)]
         once: bool,
     },
+    /// Add, delete or replace a route inside the container, over netlink
+    ///
+    /// `add|del|replace [-4|-6] [blackhole|unreachable|prohibit] default|PREFIX [via GW] [dev IF]
+    /// [metric N] [table ID] [src ADDR] [onlink] [proto P] [scope S]`. Other forms are refused
+    /// with the `ip netns exec` command that runs them.
+    #[command(after_help = ROUTE_HELP)]
+    Route {
+        /// The container: PID, netns path, netns name, or Docker container name/ID.
+        #[arg(value_name = "GUEST")]
+        guest: GuestRef,
+        /// `ip route` arguments, e.g. `add 10.0.0.0/8 via 192.168.1.1`.
+        #[arg(value_name = "ARGS", num_args = 1.., trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        args: Vec<String>,
+    },
+    /// Add or delete a policy routing rule inside the container, over netlink
+    ///
+    /// `add|del [-4|-6] [not] [from PREFIX|all] [to PREFIX|all] [iif IF] [oif IF]
+    /// [fwmark N[/MASK]] [priority N] [table ID | blackhole|unreachable|prohibit]`.
+    #[command(after_help = RULE_HELP)]
+    Rule {
+        /// The container: PID, netns path, netns name, or Docker container name/ID.
+        #[arg(value_name = "GUEST")]
+        guest: GuestRef,
+        /// `ip rule` arguments, e.g. `add from 10.1.0.0/16 table 100`.
+        #[arg(value_name = "ARGS", num_args = 1.., trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        args: Vec<String>,
+    },
+    /// Run the host's `tc` with these arguments inside the container's namespace
+    #[command(after_help = TC_HELP)]
+    Tc {
+        /// The container: PID, netns path, netns name, or Docker container name/ID.
+        #[arg(value_name = "GUEST")]
+        guest: GuestRef,
+        /// `tc` arguments, e.g. `qdisc add dev eth1 root netem delay 10ms`.
+        #[arg(value_name = "ARGS", num_args = 1.., trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        args: Vec<String>,
+    },
 }
+
+const ROUTE_HELP: &str = "\
+Examples:
+  pipe route web add 10.0.0.0/8 via 192.168.1.1
+  pipe route web replace default via 2001:db8::1 dev eth1 metric 10
+  pipe route web add blackhole 10.66.0.0/16 table 100
+  pipe route web del 10.0.0.0/8
+
+The request is one netlink message: it is applied whole or not at all. Anything else
+(nexthop, mtu, encap, show, ...) is refused with the equivalent `ip netns exec NAME ip route ...`.";
+
+const RULE_HELP: &str = "\
+Examples:
+  pipe rule web add from 10.1.0.0/16 table 100 priority 1000
+  pipe rule web add fwmark 0x1 lookup 7
+  pipe rule web -6 add to 2001:db8::/32 unreachable
+  pipe rule web del priority 1000";
+
+const TC_HELP: &str = "\
+Example:
+  pipe tc web qdisc add dev eth1 root netem delay 20ms
+
+For a plain egress rate limit no tc binary is needed: see --rate on attach.";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ModeArg {
@@ -264,6 +324,49 @@ mod tests {
         assert_eq!(s.ifname.as_str(), "eth2");
         assert_eq!(s.mtu, Some(1400));
         assert!(s.netns_link);
+    }
+
+    #[test]
+    fn route_rule_tc_take_raw_trailing_arguments() {
+        let a = parse(&[
+            "route", "web", "-6", "add", "default", "via", "fe80::1", "dev", "eth1",
+        ])
+        .unwrap();
+        match a.command {
+            Some(Command::Route { guest, args }) => {
+                assert_eq!(guest, GuestRef::Name("web".into()));
+                assert_eq!(args.join(" "), "-6 add default via fe80::1 dev eth1");
+            }
+            c => panic!("{c:?}"),
+        }
+        let a = parse(&[
+            "rule",
+            "-n",
+            "42",
+            "add",
+            "from",
+            "10.0.0.0/8",
+            "table",
+            "7",
+        ])
+        .unwrap();
+        assert!(a.dry_run);
+        assert!(matches!(
+            a.command,
+            Some(Command::Rule {
+                guest: GuestRef::Pid(42),
+                ..
+            })
+        ));
+        let a = parse(&[
+            "tc", "web", "qdisc", "add", "dev", "eth1", "root", "netem", "-h",
+        ])
+        .unwrap();
+        match a.command {
+            Some(Command::Tc { args, .. }) => assert_eq!(args.last().unwrap(), "-h"),
+            c => panic!("{c:?}"),
+        }
+        assert!(parse(&["route", "web"]).is_err(), "ARGS are required");
     }
 
     #[test]

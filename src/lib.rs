@@ -14,11 +14,13 @@ pub mod facts;
 pub mod gc;
 pub mod generate;
 pub mod guest;
+pub mod iproute;
 pub mod netlink;
 pub mod netns;
 pub mod plan;
 pub mod report;
 pub mod rerun;
+pub mod route_cmd;
 pub mod spec;
 pub mod state;
 pub mod wait;
@@ -189,11 +191,20 @@ fn run_command(cmd: cli::Command, dry_run: bool, json: bool) -> Result<()> {
             Ok(())
         }
         Command::Watch { file, once } => rt.block_on(watch::watch(&file, once)),
+        Command::Route { guest, args } => {
+            route_cmd::run(&rt, route_cmd::Verb3::Route, guest, args, dry_run)
+        }
+        Command::Rule { guest, args } => {
+            route_cmd::run(&rt, route_cmd::Verb3::Rule, guest, args, dry_run)
+        }
+        Command::Tc { guest, args } => {
+            route_cmd::run(&rt, route_cmd::Verb3::Tc, guest, args, dry_run)
+        }
     }
 }
 
 /// Pipe needs to enter namespaces and change links.
-fn check_privileges() -> Result<()> {
+pub(crate) fn check_privileges() -> Result<()> {
     const CAP_NET_ADMIN: u32 = 12;
     const CAP_SYS_ADMIN: u32 = 21;
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();

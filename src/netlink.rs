@@ -457,6 +457,151 @@ fn route_message(v6: bool, dst_len: u8, scope: RouteScope) -> RouteMessage {
     m
 }
 
+impl Netlink {
+    /// `ip route add|del|replace ...` as one request; `oif` is `dev` resolved.
+    pub async fn route_request(
+        &self,
+        r: &crate::iproute::RouteSpec,
+        oif: Option<u32>,
+    ) -> NlResult<()> {
+        use crate::iproute::{RouteKind, Verb};
+        debug!("netlink: ip {r}");
+        let del = r.verb == Verb::Del;
+        let mut m = RouteMessage::default();
+        m.header.address_family = if r.v6 {
+            AddressFamily::Inet6
+        } else {
+            AddressFamily::Inet
+        };
+        m.header.destination_prefix_length = r.dst.map(|d| d.prefix()).unwrap_or(0);
+        // As ip does: a delete leaves protocol, type and scope unset (the
+        // kernel then matches any); an add defaults to proto boot, and a
+        // route without a gateway to scope link.
+        m.header.protocol = match (r.proto, del) {
+            (Some(p), _) => RouteProtocol::from(p),
+            (None, true) => RouteProtocol::Unspec,
+            (None, false) => RouteProtocol::Boot,
+        };
+        m.header.kind = match (r.kind, del) {
+            (RouteKind::Unicast, true) => RouteType::Unspec,
+            (RouteKind::Unicast, false) => RouteType::Unicast,
+            (RouteKind::Blackhole, _) => RouteType::BlackHole,
+            (RouteKind::Unreachable, _) => RouteType::Unreachable,
+            (RouteKind::Prohibit, _) => RouteType::Prohibit,
+        };
+        m.header.scope = match (r.scope, del) {
+            (Some(s), _) => RouteScope::from(s),
+            (None, true) => RouteScope::NoWhere,
+            (None, false) if r.kind == RouteKind::Unicast && r.via.is_none() => RouteScope::Link,
+            (None, false) => RouteScope::Universe,
+        };
+        let table = r.table.unwrap_or(RouteHeader::RT_TABLE_MAIN as u32);
+        if table < 256 {
+            m.header.table = table as u8;
+        } else {
+            m.header.table = RouteHeader::RT_TABLE_UNSPEC;
+            m.attributes.push(RouteAttribute::Table(table));
+        }
+        if r.onlink {
+            m.header.flags = RouteFlags::Onlink;
+        }
+        if let Some(d) = r.dst {
+            m.attributes
+                .push(RouteAttribute::Destination(d.ip().into()));
+        }
+        if let Some(g) = r.via {
+            m.attributes.push(RouteAttribute::Gateway(g.into()));
+        }
+        if let Some(i) = oif {
+            m.attributes.push(RouteAttribute::Oif(i));
+        }
+        if let Some(p) = r.metric {
+            m.attributes.push(RouteAttribute::Priority(p));
+        }
+        if let Some(s) = r.src {
+            m.attributes.push(RouteAttribute::PrefSource(s.into()));
+        }
+        match r.verb {
+            Verb::Add => {
+                self.ack(RouteNetlinkMessage::NewRoute(m), NLM_F_CREATE | NLM_F_EXCL)
+                    .await
+            }
+            Verb::Replace => {
+                self.ack(
+                    RouteNetlinkMessage::NewRoute(m),
+                    NLM_F_CREATE | NLM_F_REPLACE,
+                )
+                .await
+            }
+            Verb::Del => self.ack(RouteNetlinkMessage::DelRoute(m), 0).await,
+        }
+    }
+
+    /// `ip rule add|del ...` as one request.
+    pub async fn rule_request(&self, r: &crate::iproute::RuleSpec) -> NlResult<()> {
+        use crate::iproute::{RouteKind, Verb};
+        use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleFlags, RuleMessage};
+        debug!("netlink: ip {r}");
+        let mut m = RuleMessage::default();
+        m.header.family = if r.v6 {
+            AddressFamily::Inet6
+        } else {
+            AddressFamily::Inet
+        };
+        if r.not {
+            m.header.flags = RuleFlags::Invert;
+        }
+        m.header.action = match r.action {
+            Some(RouteKind::Blackhole) => RuleAction::Blackhole,
+            Some(RouteKind::Unreachable) => RuleAction::Unreachable,
+            Some(RouteKind::Prohibit) => RuleAction::Prohibit,
+            _ if r.table.is_some() => RuleAction::ToTable,
+            _ => RuleAction::Unspec,
+        };
+        if let Some(t) = r.table {
+            if t < 256 {
+                m.header.table = t as u8;
+            } else {
+                m.attributes.push(RuleAttribute::Table(t));
+            }
+        }
+        if let Some(p) = r.from {
+            m.header.src_len = p.prefix();
+            if p.prefix() > 0 {
+                m.attributes.push(RuleAttribute::Source(p.ip()));
+            }
+        }
+        if let Some(p) = r.to {
+            m.header.dst_len = p.prefix();
+            if p.prefix() > 0 {
+                m.attributes.push(RuleAttribute::Destination(p.ip()));
+            }
+        }
+        if let Some(i) = &r.iif {
+            m.attributes.push(RuleAttribute::Iifname(i.to_string()));
+        }
+        if let Some(i) = &r.oif {
+            m.attributes.push(RuleAttribute::Oifname(i.to_string()));
+        }
+        if let Some((mark, mask)) = r.fwmark {
+            m.attributes.push(RuleAttribute::FwMark(mark));
+            if let Some(k) = mask {
+                m.attributes.push(RuleAttribute::FwMask(k));
+            }
+        }
+        if let Some(p) = r.priority {
+            m.attributes.push(RuleAttribute::Priority(p));
+        }
+        match r.verb {
+            Verb::Del => self.ack(RouteNetlinkMessage::DelRule(m), 0).await,
+            _ => {
+                self.ack(RouteNetlinkMessage::NewRule(m), NLM_F_CREATE | NLM_F_EXCL)
+                    .await
+            }
+        }
+    }
+}
+
 // ---- lifecycle (issue 5): ownership tags, addresses, route records --------------------------
 
 /// An address on a link, as read back.

@@ -48,7 +48,7 @@ pub enum NsRef {
 }
 
 impl NsRef {
-    fn ip(&self) -> String {
+    pub fn ip(&self) -> String {
         match self {
             NsRef::Named(n) => format!("ip -n {n}"),
             NsRef::Path(p) => format!("nsenter --net={p} ip"),

@@ -403,8 +403,22 @@ impl Container {
 
 impl Drop for Container {
     fn drop(&mut self) {
-        let _ = run(self.engine.cli().args(["rm", "-f", "-v", &self.name]));
-        if Path::new(&format!("/var/run/netns/{}", self.name)).exists() {
+        // Retried: a removal racing with the engine's own cleanup can fail once.
+        for _ in 0..3 {
+            let rm = run(self.engine.cli().args(["rm", "-f", "-v", &self.name]));
+            let gone = !run(self
+                .engine
+                .cli()
+                .args(["inspect", "--format", "{{.Id}}", &self.name]))
+            .status
+            .success();
+            if rm.status.success() || gone {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        // symlink_metadata: a dangling symlink is a link to remove too.
+        if fs::symlink_metadata(format!("/var/run/netns/{}", self.name)).is_ok() {
             let _ = run(Command::new("ip").args(["netns", "del", &self.name]));
         }
         // pipe's note that it made that link (PIPE_STATE_DIR, default /run/pipe).
@@ -767,6 +781,24 @@ fn daemon_unreachable_says_where_it_looked() {
         "{err}"
     );
     assert!(!br.exists());
+}
+
+#[test]
+fn docker_host_tcp_is_honoured() {
+    let _engine = require_docker();
+    let c = Container::running(&["--net=none"]);
+    let br = Bridge::new();
+    // dockerd also listens on the loopback of dockerhost, where pipe runs.
+    let out =
+        run(pipe_cmd(&[&br.name, &c.name, "10.251.15.2/24"])
+            .env("DOCKER_HOST", "tcp://127.0.0.1:2375"));
+    assert!(
+        out.status.success(),
+        "pipe with DOCKER_HOST=tcp://127.0.0.1:2375 failed: {}",
+        text(&out.stderr)
+    );
+    let eth1 = ip_json_in(c.pid(), &["-4", "addr", "show", "dev", "eth1"]);
+    assert_eq!(eth1[0]["addr_info"][0]["local"], "10.251.15.2", "{eth1}");
 }
 
 #[test]

@@ -5,11 +5,13 @@
 #
 # On a fresh Debian bookworm machine with only the Rust toolchain, without stdin, it
 #   1. installs what the tests need with apt-get (non-interactive; only what is missing);
-#   2. starts a private Docker Engine inside netns `dockerhost` (tests/docker/up.sh); if that
-#      fails the run goes on, and the Docker tests fail with the reason it recorded;
+#   2. starts a private Docker Engine inside netns `dockerhost`, and Podman's Docker-compatible
+#      service inside netns `podmanhost` (tests/docker/up.sh); if that fails the run goes on, and
+#      the Docker (Podman) tests fail with the reason recorded in target/docker-unavailable
+#      (target/podman-unavailable);
 #   3. runs cargo fmt --check, cargo clippy --all-targets -- -D warnings, cargo test (all tests);
 #   4. runs the QEMU VM tier, tests/vm/run.sh, if it exists;
-#   5. always stops the Docker Engine again (tests/docker/down.sh), even on failure or Ctrl-C.
+#   5. always stops both again (tests/docker/down.sh), even on failure or Ctrl-C.
 # Every step runs even if an earlier one failed; the exit status is non-zero if any failed.
 #
 # Env: PIPE_SKIP_VM=1 skips the VM tier (it is then reported as skipped, not as passed).
@@ -42,17 +44,17 @@ step() { # step NAME COMMAND...: run it, record the outcome, never stop the run
     fi
 }
 
-cleanup() {
-    say "docker: stop the test Engine"
-    tests/docker/down.sh || echo "run: tests/docker/down.sh failed"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
 if [ "$(id -u)" != 0 ]; then
     echo "run: the tests create namespaces, links and a Docker Engine: run as root" >&2
     exit 1
 fi
+
+cleanup() {
+    say "docker: stop the test engines"
+    tests/docker/down.sh || echo "run: tests/docker/down.sh failed"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 install_packages() {
     local missing=() p
@@ -64,15 +66,9 @@ install_packages() {
         echo "run: all of ${PACKAGES[*]} are installed"
         return 0
     fi
-    echo "run: installing ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    local opts=(-y -q --no-install-recommends -o DPkg::Lock::Timeout=600)
-    # A fresh machine's package index may be stale (404s): refresh it and retry once.
-    apt-get install "${opts[@]}" "${missing[@]}" >target/run-apt.log 2>&1 && return 0
-    apt-get -q -o DPkg::Lock::Timeout=600 update >>target/run-apt.log 2>&1
-    apt-get install "${opts[@]}" "${missing[@]}" >>target/run-apt.log 2>&1 && return 0
-    tail -n 20 target/run-apt.log
-    return 1
+    echo "run: installing ${missing[*]} (log: target/run-apt.log)"
+    # Starts none of their services (docker.io would start dockerd in the root namespace).
+    tests/apt-install.sh target/run-apt.log "${missing[@]}"
 }
 
 toolchain() {
@@ -106,7 +102,7 @@ cargo_test() {
 mkdir -p target
 step "apt-get install" install_packages
 step "toolchain" toolchain
-step "docker: start a test Engine in netns dockerhost" docker_up
+step "docker: start the test engines (netns dockerhost, podmanhost)" docker_up
 step "cargo fmt --check" cargo fmt --check
 step "cargo clippy --all-targets -- -D warnings" cargo clippy --all-targets -- -D warnings
 step "cargo test" cargo_test

@@ -36,7 +36,7 @@ if [ -n "$pid" ]; then
     # Containers first: a daemon with nothing to stop exits at once.
     ids=$(DOCKER_HOST=unix://$SOCKET timeout 20 docker ps -aq 2>/dev/null)
     if [ -n "$ids" ]; then
-        log "removing $(echo "$ids" | wc -l) container(s) left in the test daemon"
+        log "removing container(s) left in the test daemon: $(DOCKER_HOST=unix://$SOCKET timeout 20 docker ps -a --format '{{.Names}} ({{.Status}})' 2>/dev/null | tr '\n' ' ')"
         # shellcheck disable=SC2086
         DOCKER_HOST=unix://$SOCKET timeout 60 docker rm -f $ids >/dev/null 2>&1 || true
     fi

@@ -51,13 +51,8 @@ up() {
     if ! command -v podman >/dev/null; then
         [ "${PIPE_DOCKER_NO_INSTALL:-}" = 1 ] && fail "podman is missing and PIPE_DOCKER_NO_INSTALL=1"
         log "installing podman"
-        export DEBIAN_FRONTEND=noninteractive
-        local opts=(-y -q --no-install-recommends -o DPkg::Lock::Timeout=600)
-        if ! apt-get install "${opts[@]}" podman >"$STATE/podman-apt.log" 2>&1; then
-            apt-get -q -o DPkg::Lock::Timeout=600 update >>"$STATE/podman-apt.log" 2>&1
-            apt-get install "${opts[@]}" podman >>"$STATE/podman-apt.log" 2>&1 ||
-                fail "apt-get install podman failed (log: $STATE/podman-apt.log)"
-        fi
+        "$ROOT/tests/apt-install.sh" "$STATE/podman-apt.log" podman >/dev/null ||
+            fail "apt-get install podman failed (log: $STATE/podman-apt.log)"
     fi
     [ -e /var/run/netns/$NETNS ] || ip netns add $NETNS || fail "ip netns add $NETNS failed"
     ip -n $NETNS link set lo up || fail "cannot bring lo up in netns $NETNS"

@@ -4,7 +4,9 @@
 #   1. installs docker.io and busybox-static with apt-get if they are missing;
 #   2. creates the network namespace `dockerhost` (lo up) if it is missing;
 #   3. starts dockerd INSIDE it (nsenter --net=...), with a data-root, exec-root and pidfile of its
-#      own, listening on the default socket /var/run/docker.sock, unless our dockerd already runs;
+#      own, listening on the default socket /var/run/docker.sock and on tcp://127.0.0.1:2375 (the
+#      loopback of `dockerhost`, unreachable from anywhere else: for the DOCKER_HOST=tcp:// test),
+#      unless our dockerd already runs;
 #   4. waits until it answers, then builds local/busybox:latest from the static busybox with
 #      `docker import` (there is no registry);
 #   5. starts Podman's Docker-compatible API the same way (tests/docker/podman.sh up), in netns
@@ -58,13 +60,9 @@ if [ ${#need[@]} -gt 0 ]; then
     mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
     [ "${PIPE_DOCKER_NO_INSTALL:-}" = 1 ] && fail "missing ${need[*]} and PIPE_DOCKER_NO_INSTALL=1"
     log "installing ${need[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    # A stale package index answers 404: refresh it once and retry.
-    if ! apt-get install -y -q --no-install-recommends "${need[@]}" >"$STATE/apt.log" 2>&1; then
-        apt-get update -q >>"$STATE/apt.log" 2>&1 || true
-        apt-get install -y -q --no-install-recommends "${need[@]}" >>"$STATE/apt.log" 2>&1 ||
-            fail "apt-get install ${need[*]} failed: $(grep -E '^(E|W):' "$STATE/apt.log" | tail -n 3 | tr '\n' ' ')(log: $STATE/apt.log)"
-    fi
+    # Starts none of their services: docker.io would start dockerd in the root namespace.
+    "$ROOT/tests/apt-install.sh" "$STATE/apt.log" "${need[@]}" >/dev/null ||
+        fail "apt-get install ${need[*]} failed: $(grep -E '^(E|W):' "$STATE/apt.log" | tail -n 3 | tr '\n' ' ')(log: $STATE/apt.log)"
 fi
 command -v dockerd >/dev/null || fail "dockerd is not installed (apt-get install docker.io)"
 
@@ -105,6 +103,7 @@ else
     # caller's process group, so the daemon outlives this script until down.sh stops it.
     nsenter --net=/var/run/netns/$NETNS setsid dockerd \
         --host unix://$SOCKET \
+        --host tcp://127.0.0.1:2375 \
         --data-root $DATA_ROOT \
         --exec-root $EXEC_ROOT \
         --pidfile $PIDFILE \

@@ -16,6 +16,7 @@ mount -t devpts devpts /dev/pts
 mount -t tmpfs tmpfs /dev/shm
 [ -d /sys/fs/cgroup ] && mount -t cgroup2 cgroup2 /sys/fs/cgroup 2>/dev/null
 
+# shellcheck source=/dev/null # written by run.sh
 . /etc/vm.conf
 for d in $TMPFS_MOUNTS; do mount -t tmpfs tmpfs "$d"; done
 chmod 1777 /tmp

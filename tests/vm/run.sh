@@ -148,7 +148,8 @@ elif [ -n "$KPKG" ]; then
     if [ "$got" = 1 ]; then
         rm -rf "$dl/x"
         dpkg-deb -x "$dl"/"$KPKG"_*.deb "$dl/x" || die "dpkg-deb -x of $KPKG failed"
-        kv=$(basename "$(ls -d "$dl"/x/lib/modules/*/ | head -1)")
+        kvs=("$dl"/x/lib/modules/*/)
+        kv=$(basename "${kvs[0]}")
         depmod -b "$dl/x" "$kv" || die "depmod on the unpacked $KPKG failed"
         rm -rf "${CACHE:?}/$KPKG"
         mv "$dl/x" "$CACHE/$KPKG"
@@ -169,7 +170,8 @@ if [ -z "$KDIR" ]; then
     [ -n "$KDIR" ] || die "cannot obtain a kernel: package '${KPKG:-?}' (what linux-image-amd64 depends on) could not be resolved or downloaded, and no kernel is cached in $CACHE"
     log "kernel: using the cached $(basename "$KDIR") instead"
 fi
-KVER=$(basename "$(ls -d "$KDIR"/lib/modules/*/ | head -1)")
+KVERS=("$KDIR"/lib/modules/*/)
+KVER=$(basename "${KVERS[0]}")
 VMLINUZ=$KDIR/boot/vmlinuz-$KVER
 [ -r "$VMLINUZ" ] || die "no $VMLINUZ in the unpacked kernel package"
 # Under TCG, the bzImage's own xz decompression takes ~8 s of emulated time. The kernel is
@@ -179,6 +181,7 @@ extract_vmlinux() { # bzImage out: find the compressed payload by its magic, kee
     for magic in 'xz:\xfd7zXZ\x00' 'zstd:\x28\xb5\x2f\xfd' 'gzip:\x1f\x8b\x08'; do
         tool=${magic%%:*}
         command -v "$tool" >/dev/null || continue
+        # shellcheck disable=SC2013 # byte offsets, one word each
         for pos in $(LC_ALL=C grep -aboP "${magic#*:}" "$img" 2>/dev/null | cut -d: -f1); do
             # the payload is followed by other data: decompressors complain, the ELF is whole
             tail -c +$((pos + 1)) "$img" | "$tool" -dc >"$out.$$" 2>/dev/null
@@ -207,6 +210,8 @@ if [ "${PIPE_VM_BZIMAGE:-0}" != 1 ] && grep -qx 'CONFIG_PVH=y' "$KDIR/boot/confi
         log "note: could not unpack vmlinux from $VMLINUZ; booting the bzImage (slower)"
     fi
 fi
+
+log "kernel ready after $(elapsed "$T_START") s: $(basename "$BOOT_IMAGE") $KVER"
 
 # ---------------------------------------------------------------- 3. static build
 if command -v rustup >/dev/null; then
