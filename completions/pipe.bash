@@ -41,7 +41,7 @@ _pipe() {
 
     case "${cmd}" in
         pipe)
-            opts="-i -l -a -n -v -h -V --container-ifname --host-ifname --family --mtu --macvlan-mode --dry-run --verbose --json --no-netns-link --timeout --wait --persist --state-dir --generate --help --version detach gc watch route rule tc"
+            opts="-i -l -a -n -v -h -V --container-ifname --host-ifname --family --mtu --macvlan-mode --ipvlan --direct-phys --dry-run --verbose --json --no-netns-link --timeout --wait --persist --state-dir --generate --help --version detach gc watch route rule tc"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -77,6 +77,10 @@ _pipe() {
                     ;;
                 --macvlan-mode)
                     COMPREPLY=($(compgen -W "bridge private vepa passthru" -- "${cur}"))
+                    return 0
+                    ;;
+                --ipvlan)
+                    COMPREPLY=($(compgen -W "l2 l3 l3s" -- "${cur}"))
                     return 0
                     ;;
                 --timeout)

@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_pipe_global_optspecs
-    string join \n i/container-ifname= l/host-ifname= a/family= mtu= macvlan-mode= n/dry-run v/verbose json no-netns-link timeout= wait persist state-dir= generate= h/help V/version
+    string join \n i/container-ifname= l/host-ifname= a/family= mtu= macvlan-mode= ipvlan= direct-phys n/dry-run v/verbose json no-netns-link timeout= wait persist state-dir= generate= h/help V/version
 end
 
 function __fish_pipe_needs_command
@@ -29,16 +29,20 @@ complete -c pipe -n "__fish_pipe_needs_command" -s l -l host-ifname -d 'Host-sid
 complete -c pipe -n "__fish_pipe_needs_command" -s a -l family -d 'Address family, accepted for pipework compatibility (inferred from ADDR)' -r -f -a "4\t''
 6\t''"
 complete -c pipe -n "__fish_pipe_needs_command" -l mtu -d 'MTU of the new interface (default: the bridge\'s or parent\'s MTU)' -r
-complete -c pipe -n "__fish_pipe_needs_command" -l macvlan-mode -d 'Mode of a macvlan' -r -f -a "bridge\t''
+complete -c pipe -n "__fish_pipe_needs_command" -l macvlan-mode -d 'Mode of a macvlan (default bridge)' -r -f -a "bridge\t''
 private\t''
 vepa\t''
 passthru\t''"
+complete -c pipe -n "__fish_pipe_needs_command" -l ipvlan -d 'Create an ipvlan child in this mode instead of a macvlan (l2: switched, l3/l3s: routed through the host); it shares the parent\'s MAC, so no MAC may be given' -r -f -a "l2\t''
+l3\t''
+l3s\t''"
 complete -c pipe -n "__fish_pipe_needs_command" -l timeout -d 'Seconds to wait for a starting container to get a PID (default 5); with --wait, for the interface to be ready (default: for ever)' -r
 complete -c pipe -n "__fish_pipe_needs_command" -l state-dir -d 'Where pipe keeps its records of what it created' -r -F
 complete -c pipe -n "__fish_pipe_needs_command" -l generate -d 'Print the man page or a completion script to stdout' -r -f -a "man\t''
 bash\t''
 zsh\t''
 fish\t''"
+complete -c pipe -n "__fish_pipe_needs_command" -l direct-phys -d 'Move HOST_IF itself (or its VLAN sub-interface HOST_IF.VLAN) into the container, renamed to IFNAME; its old name is kept in the interface alias'
 complete -c pipe -n "__fish_pipe_needs_command" -s n -l dry-run -d 'Print the plan as equivalent ip commands and change nothing'
 complete -c pipe -n "__fish_pipe_needs_command" -s v -l verbose -d 'More logging (-v: info, -vv: debug, -vvv: trace); RUST_LOG also works'
 complete -c pipe -n "__fish_pipe_needs_command" -l json -d 'Print the result as one JSON object'

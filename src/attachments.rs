@@ -13,6 +13,8 @@
 //! host_ifname = "vweb"                 # optional, -l
 //! mtu = 1400                           # optional
 //! macvlan_mode = "bridge"              # optional
+//! ipvlan = "l2"                        # optional: l2, l3 or l3s (instead of a macvlan)
+//! direct_phys = true                   # optional: move HOST_IF (or HOST_IF.VLAN) in
 //! ```
 //!
 //! Pure: parsing only, no I/O (callers read the file). `pipe watch` uses it for
@@ -22,7 +24,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::spec::{AttachSpec, GuestRef, MacvlanMode};
+use crate::spec::{AttachSpec, GuestRef, IpvlanMode, MacvlanMode};
 
 /// The default declarative file read by `pipe watch`.
 pub const DEFAULT_FILE: &str = "/etc/pipe/attachments.toml";
@@ -46,6 +48,10 @@ pub struct Entry {
     pub mtu: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub macvlan_mode: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipvlan: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub direct_phys: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -69,6 +75,8 @@ impl Entry {
             mtu: s.mtu,
             macvlan_mode: (s.macvlan_mode != MacvlanMode::Bridge)
                 .then(|| s.macvlan_mode.as_str().to_string()),
+            ipvlan: s.ipvlan.map(|m| m.as_str().to_string()),
+            direct_phys: s.direct_phys,
         }
     }
 
@@ -115,6 +123,14 @@ impl Entry {
                     ));
                 }
             },
+            ipvlan: match self.ipvlan.as_deref() {
+                None => None,
+                Some("l2") => Some(IpvlanMode::L2),
+                Some("l3") => Some(IpvlanMode::L3),
+                Some("l3s") => Some(IpvlanMode::L3s),
+                Some(o) => return Err(format!("ipvlan: {o:?} is not l2, l3 or l3s")),
+            },
+            direct_phys: self.direct_phys,
             netns_link: true,
             timeout: Duration::from_secs(5),
         })

@@ -6,7 +6,9 @@ use std::time::Duration;
 use clap::{ArgAction, Parser, ValueEnum};
 
 use crate::error::{Error, Result};
-use crate::spec::{AddrSpec, AttachSpec, GuestRef, HostIfRef, IfName, MacVlan, MacvlanMode};
+use crate::spec::{
+    AddrSpec, AttachSpec, GuestRef, HostIfRef, IfName, IpvlanMode, MacVlan, MacvlanMode,
+};
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -14,6 +16,10 @@ Examples:
   pipe eth0 web 10.0.0.5/24 02:12:34:56:78:9a   macvlan on eth0 with a fixed MAC
   pipe -i eth2 br1 4711 10.1.1.2/24             guest by PID, container interface eth2
   pipe --dry-run br1 web 0/0                    print the equivalent ip commands, change nothing
+  pipe eth0 web 10.1.100.11/24 @100             macvlan on eth0.100 (802.1Q, created if missing)
+  pipe br1 web 10.1.100.5/24 @100               veth as an access port of VLAN 100 on br1
+  pipe --ipvlan l2 eth0 web 10.0.0.6/24         ipvlan instead of macvlan (shares eth0's MAC)
+  pipe --direct-phys eth2 web 10.2.0.5/24       move eth2 itself into the container
 
 GUEST is a PID, a netns path (/proc/PID/ns/net), a name under /var/run/netns, or a Docker
 container name or ID (DOCKER_HOST is honoured). ADDR is IP/PREFIX (IPv4 or IPv6) or 0/0 for
@@ -91,9 +97,19 @@ pub struct Cli {
     #[arg(long, value_name = "N")]
     pub mtu: Option<u32>,
 
-    /// Mode of a macvlan.
-    #[arg(long, value_enum, default_value_t = ModeArg::Bridge, value_name = "MODE")]
-    pub macvlan_mode: ModeArg,
+    /// Mode of a macvlan (default bridge).
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub macvlan_mode: Option<ModeArg>,
+
+    /// Create an ipvlan child in this mode instead of a macvlan (l2: switched, l3/l3s:
+    /// routed through the host); it shares the parent's MAC, so no MAC may be given.
+    #[arg(long, value_enum, value_name = "MODE", conflicts_with_all = ["macvlan_mode", "direct_phys"])]
+    pub ipvlan: Option<IpvlanArg>,
+
+    /// Move HOST_IF itself (or its VLAN sub-interface HOST_IF.VLAN) into the container,
+    /// renamed to IFNAME; its old name is kept in the interface alias.
+    #[arg(long, conflicts_with = "macvlan_mode")]
+    pub direct_phys: bool,
 
     /// Print the plan as equivalent ip commands and change nothing.
     #[arg(short = 'n', long, global = true)]
@@ -250,6 +266,13 @@ pub enum ModeArg {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum IpvlanArg {
+    L2,
+    L3,
+    L3s,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Generate {
     Man,
     Bash,
@@ -280,12 +303,18 @@ impl Cli {
             ifname: self.ifname,
             host_ifname: self.host_ifname,
             mtu: self.mtu,
-            macvlan_mode: match self.macvlan_mode {
+            macvlan_mode: match self.macvlan_mode.unwrap_or(ModeArg::Bridge) {
                 ModeArg::Bridge => MacvlanMode::Bridge,
                 ModeArg::Private => MacvlanMode::Private,
                 ModeArg::Vepa => MacvlanMode::Vepa,
                 ModeArg::Passthru => MacvlanMode::Passthru,
             },
+            ipvlan: self.ipvlan.map(|m| match m {
+                IpvlanArg::L2 => IpvlanMode::L2,
+                IpvlanArg::L3 => IpvlanMode::L3,
+                IpvlanArg::L3s => IpvlanMode::L3s,
+            }),
+            direct_phys: self.direct_phys,
             netns_link: !self.no_netns_link,
             timeout,
         })
@@ -387,6 +416,52 @@ mod tests {
             .unwrap();
         assert_eq!(s.mac.unwrap().to_string(), "02:72:6c:cd:9b:8d");
         assert_eq!(s.vlan.unwrap().get(), 100);
+    }
+
+    #[test]
+    fn ipvlan_and_direct_phys_flags() {
+        let s = parse(&["--ipvlan", "l3", "eth0", "web", "10.0.0.2/24", "@7"])
+            .unwrap()
+            .into_spec()
+            .unwrap();
+        assert_eq!(s.ipvlan, Some(IpvlanMode::L3));
+        assert_eq!(s.vlan.unwrap().get(), 7);
+        assert!(!s.direct_phys);
+        let s = parse(&["eth0", "web", "0/0", "--ipvlan", "l3s"])
+            .unwrap()
+            .into_spec()
+            .unwrap();
+        assert_eq!(s.ipvlan, Some(IpvlanMode::L3s));
+        let s = parse(&["--direct-phys", "dm0", "web", "0/0"])
+            .unwrap()
+            .into_spec()
+            .unwrap();
+        assert!(s.direct_phys);
+        assert_eq!(s.ipvlan, None);
+        for bad in [
+            &["--ipvlan", "l2", "--direct-phys", "eth0", "web", "0/0"][..],
+            &[
+                "--ipvlan",
+                "l2",
+                "--macvlan-mode",
+                "vepa",
+                "eth0",
+                "web",
+                "0/0",
+            ],
+            &[
+                "--direct-phys",
+                "--macvlan-mode",
+                "vepa",
+                "eth0",
+                "web",
+                "0/0",
+            ],
+            &["--ipvlan", "l4", "eth0", "web", "0/0"],
+        ] {
+            let e = parse(bad).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{bad:?}: {e}");
+        }
     }
 
     #[test]

@@ -37,6 +37,12 @@ pub enum DStep {
     DeleteGuestLink {
         name: String,
     },
+    /// Move a `--direct-phys` interface back to the host under its old name
+    /// (the alias the attach gave it), clearing that alias.
+    MoveBackToHost {
+        name: String,
+        host_name: String,
+    },
     /// Delete a host link left over (the host end of a veth whose peer is gone).
     DeleteHostLink {
         name: String,
@@ -66,6 +72,10 @@ impl fmt::Display for DStep {
                     .unwrap_or_default()
             ),
             DStep::DeleteGuestLink { name } => write!(f, "ip link del {name} (in the container)"),
+            DStep::MoveBackToHost { name, host_name } => write!(
+                f,
+                "ip link set {name} netns HOST name {host_name} alias \"\" (from the container)"
+            ),
             DStep::DeleteHostLink { name } => write!(f, "ip link del {name}"),
             DStep::DeleteBridgeIfUnused { name } => {
                 write!(f, "ip link del {name} (if no port is left)")
@@ -127,9 +137,20 @@ pub fn plan(f: &DetachFacts) -> Result<Vec<DStep>> {
                     }
                 }
             }
-            steps.push(DStep::DeleteGuestLink {
-                name: l.name.clone(),
-            });
+            // A moved-in host interface goes back; anything else pipe made is deleted.
+            match &f.record {
+                Some(r) if r.kind == "phys" => steps.push(DStep::MoveBackToHost {
+                    name: l.name.clone(),
+                    host_name: l
+                        .alias
+                        .clone()
+                        .filter(|a| !a.is_empty() && !is_tag(Some(a)))
+                        .unwrap_or_else(|| r.host_if.clone()),
+                }),
+                _ => steps.push(DStep::DeleteGuestLink {
+                    name: l.name.clone(),
+                }),
+            }
         }
     }
     if let Some(h) = &f.host_leftover {
@@ -338,6 +359,17 @@ pub async fn apply(
                     }),
                 None => Ok(None),
             },
+            DStep::MoveBackToHost { name, host_name } => match guest {
+                Some(g) => move_back(g, name, host_name)
+                    .await
+                    .map(|()| {
+                        Some(format!(
+                            "interface {name} (moved back to the host as {host_name})"
+                        ))
+                    })
+                    .map_err(|c| format!("moving {name} back to the host as {host_name} ({c})")),
+                None => Ok(None),
+            },
             DStep::DeleteHostLink { name } => host
                 .delete_link_named(name)
                 .await
@@ -406,6 +438,26 @@ pub async fn drop_bridge_if_unused(
         .await
         .map(|()| Some(format!("bridge {name}")))
         .map_err(|c| format!("deleting bridge {name} ({c})"))
+}
+
+/// Move `name` from the container back into pipe's own (the host's) namespace
+/// as `host_name`, with the alias cleared.
+async fn move_back(
+    guest: &Netlink,
+    name: &str,
+    host_name: &str,
+) -> std::result::Result<(), crate::error::KernelCause> {
+    use std::os::fd::AsFd;
+    let l = guest.link(name).await?.ok_or(crate::error::KernelCause {
+        errno: 19,
+        detail: None,
+    })?;
+    // The main thread never leaves the host's namespace: /proc/self/ns/net is it.
+    let own = std::fs::File::open("/proc/self/ns/net")
+        .map_err(|e| crate::error::KernelCause::from_io(&e))?;
+    guest
+        .move_link(l.index, own.as_fd(), host_name, Some(""), None, None)
+        .await
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use crate::guest::Target;
 use crate::netlink::{Link, Netlink, NewLink, Route};
 use crate::netns;
 use crate::plan::{Plan, Step};
-use crate::spec::IfName;
+use crate::spec::{IfName, Mac};
 
 /// Hidden test hook: fail on purpose after step N (1-based), to prove rollback.
 const FAIL_AFTER_ENV: &str = "PIPE_FAIL_AFTER";
@@ -26,10 +26,29 @@ enum Undo {
     DeleteDefault {
         v6: bool,
     },
+    /// Turn a bridge's VLAN filtering off again.
+    VlanFilteringOff(IfName, u32),
+    /// Move a `--direct-phys` link back to the host under its old name.
+    MoveBack {
+        guest: IfName,
+        host: IfName,
+        mtu: Option<u32>,
+        mac: Option<Mac>,
+        alias: Option<String>,
+        up: bool,
+    },
     /// On an adopted (pre-existing) link: take back an address we added.
     DeleteAddress(u32, ipnetwork::IpNetwork),
     /// On an adopted link: put back an address we removed.
     AddAddress(u32, ipnetwork::IpNetwork),
+}
+
+const VLAN_FIX: &str = "load its module (modprobe 8021q), or drop @VLAN";
+
+/// The hint for EOPNOTSUPP from a request that needs a kernel feature: `what`
+/// names the feature, `fix` says what to do about it.
+fn missing_feature(errno: i32, what: &str, fix: &str) -> Option<String> {
+    (errno == 95).then(|| format!("this kernel has no {what} support; {fix}"))
 }
 
 /// What an applied plan left in the container.
@@ -104,6 +123,18 @@ impl Exec<'_> {
             .ok_or_else(|| Error::Refused("internal: no container interface yet".into()))
     }
 
+    /// The index of a host link: known at plan time, or created by this run.
+    fn parent_index(&self, name: &IfName, known: Option<u32>) -> Result<u32> {
+        match known {
+            Some(i) => Ok(i),
+            None => self
+                .host_index
+                .get(name)
+                .copied()
+                .ok_or_else(|| Error::Refused(format!("internal: {name} has no index"))),
+        }
+    }
+
     async fn read_guest_link(&mut self, name: &IfName) -> Result<()> {
         let label = &self.target.label;
         let l = self
@@ -169,10 +200,18 @@ impl Exec<'_> {
                 self.host_index.insert(name.clone(), b.index);
             }
             Step::HostUp { name, index } => {
-                self.host
-                    .set_up(*index, true)
-                    .await
-                    .map_err(|c| Error::kernel(format!("bringing host interface {name} up"), c))?;
+                self.host.set_up(*index, true).await.map_err(|c| {
+                    let e = Error::kernel(format!("bringing host interface {name} up"), c);
+                    // ENETDOWN: a VLAN (or similar) device whose own lower device is down.
+                    if e.errno() == Some(100) {
+                        e.with_hint(format!(
+                            "{name} cannot come up while the device under it is down; \
+                             bring that one up first (ip -d link show {name} names it)"
+                        ))
+                    } else {
+                        e
+                    }
+                })?;
                 undo.push(Undo::HostDown(name.clone(), *index));
             }
             Step::CreateVeth {
@@ -249,6 +288,7 @@ impl Exec<'_> {
                 mtu,
                 mac,
             } => {
+                let parent_index = self.parent_index(parent, *parent_index)?;
                 let l = NewLink {
                     name: guest.as_str(),
                     mtu: Some(*mtu),
@@ -258,7 +298,7 @@ impl Exec<'_> {
                     ..Default::default()
                 };
                 self.host
-                    .create_macvlan(&l, *parent_index, *mode)
+                    .create_macvlan(&l, parent_index, *mode)
                     .await
                     .map_err(|c| {
                         let hint = match c.errno {
@@ -288,6 +328,220 @@ impl Exec<'_> {
                 self.guest.set_alias(idx, &tag, None).await.map_err(|c| {
                     Error::kernel(format!("tagging {guest} in container {label}"), c)
                 })?;
+            }
+            Step::CreateVlan {
+                name,
+                parent,
+                parent_index,
+                vid,
+                mtu,
+            } => {
+                let l = NewLink {
+                    name: name.as_str(),
+                    mtu: Some(*mtu),
+                    up: true,
+                    ..Default::default()
+                };
+                self.host
+                    .create_vlan(&l, *parent_index, vid.get())
+                    .await
+                    .map_err(|c| {
+                        let hint = missing_feature(c.errno, "802.1Q VLAN", VLAN_FIX)
+                            .or_else(|| match c.errno {
+                                17 => Some(format!(
+                                    "VLAN {vid} on {parent} exists already under another name or in another \
+                                     namespace (ip -d link shows \"vlan id {vid}\"); give that device as HOST_IF without @{vid}"
+                                )),
+                                100 => Some(format!("{parent} is down; bring it up (ip link set {parent} up)")),
+                                _ => None,
+                            });
+                        let e = Error::kernel(
+                            format!("creating 802.1Q sub-interface {name} (VLAN {vid}) on {parent}"),
+                            c,
+                        );
+                        match hint {
+                            Some(h) => e.with_hint(h),
+                            None => e,
+                        }
+                    })?;
+                undo.push(Undo::DeleteHostLink(name.clone()));
+                let v = self
+                    .host
+                    .link(name.as_str())
+                    .await
+                    .map_err(|c| Error::kernel(format!("reading back {name}"), c))?
+                    .ok_or_else(|| Error::Refused(format!("{name} vanished after creation")))?;
+                self.host_index.insert(name.clone(), v.index);
+            }
+            Step::CreateIpvlan {
+                parent,
+                parent_index,
+                guest,
+                mode,
+                mtu,
+            } => {
+                let parent_index = self.parent_index(parent, *parent_index)?;
+                let l = NewLink {
+                    name: guest.as_str(),
+                    mtu: Some(*mtu),
+                    up: true,
+                    netns: Some(self.target.netns.fd.as_fd()),
+                    ..Default::default()
+                };
+                self.host
+                    .create_ipvlan(&l, parent_index, *mode)
+                    .await
+                    .map_err(|c| {
+                        let hint = missing_feature(
+                            c.errno,
+                            "ipvlan",
+                            "load its module (modprobe ipvlan), or drop --ipvlan to use a macvlan",
+                        )
+                            .or_else(|| match c.errno {
+                                16 => Some(format!(
+                                    "{parent} already carries a macvlan or is a bridge port, and the kernel \
+                                     allows no ipvlan there; drop --ipvlan to use a macvlan, or give another parent"
+                                )),
+                                22 => Some(format!(
+                                    "the kernel refused these settings on {parent} (MTU {mtu}, mode {}); \
+                                     an ipvlan needs an Ethernet parent that is not itself an ipvlan",
+                                    mode.as_str()
+                                )),
+                                _ => None,
+                            });
+                        let e = Error::kernel(
+                            format!(
+                                "creating ipvlan {guest} (mode {}) on {parent} in container {label}",
+                                mode.as_str()
+                            ),
+                            c,
+                        );
+                        match hint {
+                            Some(h) => e.with_hint(h),
+                            None => e,
+                        }
+                    })?;
+                undo.push(Undo::DeleteGuestLink(guest.clone()));
+                self.read_guest_link(guest).await?;
+                let idx = self.guest_index()?;
+                let tag = crate::state::tag(&label, guest.as_str());
+                self.guest.set_alias(idx, &tag, None).await.map_err(|c| {
+                    Error::kernel(format!("tagging {guest} in container {label}"), c)
+                })?;
+            }
+            Step::MoveToGuest {
+                host,
+                index,
+                guest,
+                mtu,
+                mac,
+                old_mtu,
+                old_mac,
+                old_alias,
+            } => {
+                let index = &self.parent_index(host, *index)?;
+                let was_up = self
+                    .host
+                    .link_by_index(*index)
+                    .await
+                    .map_err(|c| Error::kernel(format!("looking up {host}"), c))?
+                    .map(|l| l.up)
+                    .unwrap_or(false);
+                self.host
+                    .move_link(
+                        *index,
+                        self.target.netns.fd.as_fd(),
+                        guest.as_str(),
+                        Some(host.as_str()),
+                        *mtu,
+                        *mac,
+                    )
+                    .await
+                    .map_err(|c| {
+                        let hint = match c.errno {
+                            22 => Some(format!(
+                                "{host} cannot change namespace (loopback, bridges and some drivers are tied to theirs)"
+                            )),
+                            17 => Some(format!("{guest} exists in container {label}; choose another name with -i")),
+                            _ => None,
+                        };
+                        let e = Error::kernel(
+                            format!("moving {host} into container {label} as {guest}"),
+                            c,
+                        );
+                        match hint {
+                            Some(h) => e.with_hint(h),
+                            None => e,
+                        }
+                    })?;
+                undo.push(Undo::MoveBack {
+                    guest: guest.clone(),
+                    host: host.clone(),
+                    mtu: mtu.map(|_| *old_mtu),
+                    mac: mac.and(*old_mac),
+                    alias: Some(old_alias.clone().unwrap_or_default()),
+                    up: was_up,
+                });
+                self.read_guest_link(guest).await?;
+                let idx = self.guest_index()?;
+                self.guest.set_up(idx, true).await.map_err(|c| {
+                    Error::kernel(format!("bringing {guest} up in container {label}"), c)
+                })?;
+            }
+            Step::BridgeVlanFiltering { bridge, index } => {
+                let idx = self.parent_index(bridge, *index)?;
+                self.host.set_vlan_filtering(idx, true).await.map_err(|c| {
+                    let hint = missing_feature(
+                        c.errno,
+                        "bridge VLAN filtering",
+                        "it needs a kernel built with CONFIG_BRIDGE_VLAN_FILTERING; or drop @VLAN",
+                    );
+                    let e =
+                        Error::kernel(format!("turning on VLAN filtering on bridge {bridge}"), c);
+                    match hint {
+                        Some(h) => e.with_hint(h),
+                        None => e,
+                    }
+                })?;
+                // A bridge created by this run goes away whole on rollback.
+                if index.is_some() {
+                    undo.push(Undo::VlanFilteringOff(bridge.clone(), idx));
+                }
+            }
+            Step::BridgeAccessPort {
+                port,
+                vid,
+                drop_vid,
+            } => {
+                // No undo: the port is the veth created by this run.
+                let idx = self
+                    .host
+                    .link(port.as_str())
+                    .await
+                    .map_err(|c| Error::kernel(format!("looking up {port}"), c))?
+                    .ok_or_else(|| Error::Refused(format!("{port} vanished after creation")))?
+                    .index;
+                self.host
+                    .bridge_vlan_add(idx, vid.get(), true)
+                    .await
+                    .map_err(|c| {
+                        Error::kernel(
+                            format!("making {port} an access port of VLAN {vid} (pvid untagged)"),
+                            c,
+                        )
+                    })?;
+                if let Some(d) = drop_vid {
+                    match self.host.bridge_vlan_del(idx, *d).await {
+                        // ENOENT: the port was not in that VLAN after all.
+                        Err(c) if c.errno != 2 => {
+                            return Err(Error::kernel(
+                                format!("taking {port} out of the bridge's default VLAN {d}"),
+                                c,
+                            ));
+                        }
+                        _ => {}
+                    }
+                }
             }
             Step::AddAddress { ifname, addr } => {
                 // No undo on a link created by this run: it takes its addresses along.
@@ -400,6 +654,25 @@ async fn rollback(
                 .delete_default(*v6)
                 .await
                 .map_err(|c| format!("the new default route of {} ({c})", target.label)),
+            Undo::VlanFilteringOff(name, index) => host
+                .set_vlan_filtering(*index, false)
+                .await
+                .map_err(|c| format!("turn VLAN filtering on bridge {name} off again ({c})")),
+            Undo::MoveBack {
+                guest: g,
+                host: h,
+                mtu,
+                mac,
+                alias,
+                up,
+            } => move_back(g, h, *mtu, *mac, alias.as_deref(), *up, host, guest)
+                .await
+                .map_err(|c| {
+                    format!(
+                        "move {g} of container {} back to the host as {h} ({c})",
+                        target.label
+                    )
+                }),
             Undo::DeleteAddress(i, a) => guest
                 .delete_address(*i, *a)
                 .await
@@ -415,4 +688,36 @@ async fn rollback(
         }
     }
     fails
+}
+
+/// Undo of `--direct-phys`: move the link back into pipe's own (the host's)
+/// namespace under its old name, with its old alias, MTU, MAC and up state.
+#[allow(clippy::too_many_arguments)]
+async fn move_back(
+    guest_name: &IfName,
+    host_name: &IfName,
+    mtu: Option<u32>,
+    mac: Option<Mac>,
+    alias: Option<&str>,
+    up: bool,
+    host: &Netlink,
+    guest: &Netlink,
+) -> std::result::Result<(), crate::error::KernelCause> {
+    let l = guest
+        .link(guest_name.as_str())
+        .await?
+        .ok_or(crate::error::KernelCause {
+            errno: 19,
+            detail: None,
+        })?;
+    // The main thread never leaves the host's namespace: /proc/self/ns/net is it.
+    let own = std::fs::File::open("/proc/self/ns/net")
+        .map_err(|e| crate::error::KernelCause::from_io(&e))?;
+    guest
+        .move_link(l.index, own.as_fd(), host_name.as_str(), alias, mtu, mac)
+        .await?;
+    if up && let Some(h) = host.link(host_name.as_str()).await? {
+        host.set_up(h.index, true).await?;
+    }
+    Ok(())
 }

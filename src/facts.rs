@@ -6,7 +6,8 @@ use crate::guest::Target;
 use crate::netlink::{Link, Netlink};
 use crate::netns;
 use crate::plan::{Facts, HostSide};
-use crate::spec::{AttachSpec, HostIfRef, Mac, host_veth_name};
+use crate::spec::{AttachSpec, HostIfRef, IfName, Mac, host_veth_name, vlan_subif_name};
+use crate::vlan::{self, BridgeVlan, VlanFacts};
 
 pub async fn observe(
     spec: &AttachSpec,
@@ -30,7 +31,8 @@ pub async fn observe(
                 .map_err(|c| Error::kernel(format!("looking up host interface {host_veth}"), c))?
                 .is_some(),
         };
-        Ok::<_, Error>((side, taken))
+        let vlan = vlan_facts(spec, &side, host).await?;
+        Ok::<_, Error>((side, taken, vlan))
     };
     let guest_q = async {
         let taken = guest.link(spec.ifname.as_str()).await.map_err(|c| {
@@ -51,7 +53,7 @@ pub async fn observe(
         Ok::<_, Error>((taken, route))
     };
     let (h, g) = futures::join!(host_q, guest_q);
-    let ((host_side, host_veth_taken), (guest_ifname_taken, default_route)) = (h?, g?);
+    let ((host_side, host_veth_taken, vlan), (guest_ifname_taken, default_route)) = (h?, g?);
 
     let netns_link = match (&target.link_name, spec.netns_link) {
         (Some(name), true) => {
@@ -73,6 +75,40 @@ pub async fn observe(
         guest_ifname_taken,
         default_route,
         netns_link,
+        vlan,
+    })
+}
+
+/// With @VID: what `HOST_IF.VID` is (a non-bridge host interface), or the
+/// VLAN settings of the bridge (an existing bridge). One lookup by name.
+async fn vlan_facts(spec: &AttachSpec, side: &HostSide, host: &Netlink) -> Result<VlanFacts> {
+    let Some(vid) = spec.vlan else {
+        return Ok(VlanFacts::default());
+    };
+    let detail = |name: IfName| async move {
+        host.link_detail(name.as_str())
+            .await
+            .map_err(|c| Error::kernel(format!("looking up host interface {name}"), c))
+    };
+    Ok(match side {
+        HostSide::NewBridge(_) => VlanFacts::default(),
+        HostSide::Bridge(b) => {
+            let name: IfName = b.name.parse().map_err(Error::Refused)?;
+            let d = detail(name).await?;
+            VlanFacts {
+                sub: None,
+                bridge: d.as_ref().map(BridgeVlan::from_detail),
+            }
+        }
+        HostSide::Parent(p) => {
+            let parent: IfName = p.name.parse().map_err(Error::Refused)?;
+            let sub = vlan_subif_name(&parent, vid).map_err(Error::Usage)?;
+            let d = detail(sub.clone()).await?;
+            VlanFacts {
+                sub: Some((sub, vlan::classify_sub(d.as_ref(), p.index, vid))),
+                bridge: None,
+            }
+        }
     })
 }
 

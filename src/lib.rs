@@ -23,6 +23,7 @@ pub mod rerun;
 pub mod route_cmd;
 pub mod spec;
 pub mod state;
+pub mod vlan;
 pub mod wait;
 pub mod watch;
 

@@ -18,8 +18,9 @@ use netlink_packet_core::{
 use netlink_packet_route::AddressFamily;
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoMacVlan, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
-    MacVlanMode,
+    AfSpecBridge, BridgeVlanInfo, BridgeVlanInfoFlags, InfoBridge, InfoData, InfoIpVlan, InfoKind,
+    InfoMacVlan, InfoVeth, InfoVlan, IpVlanMode, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    MacVlanMode, VlanProtocol,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
@@ -28,7 +29,7 @@ use netlink_packet_route::route::{
 use rtnetlink::Handle;
 
 use crate::error::KernelCause;
-use crate::spec::{Mac, MacvlanMode};
+use crate::spec::{IpvlanMode, Mac, MacvlanMode};
 
 pub type NlResult<T> = Result<T, KernelCause>;
 
@@ -86,6 +87,75 @@ impl Link {
         l
     }
 }
+
+/// A link plus the kind-specific facts VLAN, ipvlan and bridge decisions need.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkDetail {
+    pub link: Link,
+    /// `IFLA_LINK`: the lower device (parent of a VLAN, macvlan, ipvlan).
+    pub parent: Option<u32>,
+    /// `IFLA_LINK_NETNSID`: set when the parent lives in another namespace.
+    pub parent_netnsid: Option<i32>,
+    /// 802.1Q/802.1ad id and protocol (`0x8100`/`0x88a8`) of a `vlan` device.
+    pub vlan: Option<(u16, u16)>,
+    /// A bridge's `IFLA_BR_VLAN_FILTERING`.
+    pub vlan_filtering: Option<bool>,
+    /// A bridge's `IFLA_BR_VLAN_DEFAULT_PVID` (0: none).
+    pub default_pvid: Option<u16>,
+}
+
+impl LinkDetail {
+    fn from_message(m: LinkMessage) -> LinkDetail {
+        let mut d = LinkDetail {
+            link: Link::from_message(LinkMessage::default()),
+            parent: None,
+            parent_netnsid: None,
+            vlan: None,
+            vlan_filtering: None,
+            default_pvid: None,
+        };
+        for a in &m.attributes {
+            match a {
+                LinkAttribute::Link(i) => d.parent = Some(*i),
+                LinkAttribute::LinkNetNsId(i) => d.parent_netnsid = Some(*i),
+                LinkAttribute::LinkInfo(infos) => {
+                    for i in infos {
+                        match i {
+                            LinkInfo::Data(InfoData::Vlan(v)) => {
+                                let mut id = None;
+                                let mut proto = u16::from(VlanProtocol::Ieee8021Q);
+                                for x in v {
+                                    match x {
+                                        InfoVlan::Id(n) => id = Some(*n),
+                                        InfoVlan::Protocol(p) => proto = u16::from(*p),
+                                        _ => {}
+                                    }
+                                }
+                                d.vlan = id.map(|id| (id, proto));
+                            }
+                            LinkInfo::Data(InfoData::Bridge(b)) => {
+                                for x in b {
+                                    match x {
+                                        InfoBridge::VlanFiltering(f) => d.vlan_filtering = Some(*f),
+                                        InfoBridge::VlanDefaultPvid(p) => d.default_pvid = Some(*p),
+                                        _ => {}
+                                    }
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        d.link = Link::from_message(m);
+        d
+    }
+}
+
+/// 802.1Q's ethertype, as `IFLA_VLAN_PROTOCOL` reports it.
+pub const ETH_P_8021Q: u16 = 0x8100;
 
 /// A route as read back, enough to put it back exactly.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -233,6 +303,20 @@ impl Netlink {
         }
     }
 
+    /// One link by name with its kind-specific details; `None` when there is no such link.
+    pub async fn link_detail(&self, name: &str) -> NlResult<Option<LinkDetail>> {
+        debug!("netlink: get link {name} (details)");
+        let mut s = self.handle.link().get().match_name(name).execute();
+        match s.next().await {
+            Some(Ok(m)) => Ok(Some(LinkDetail::from_message(m))),
+            Some(Err(e)) => {
+                let c = cause(e);
+                if c.errno == ENODEV { Ok(None) } else { Err(c) }
+            }
+            None => Ok(None),
+        }
+    }
+
     pub async fn link_by_index(&self, index: u32) -> NlResult<Option<Link>> {
         debug!("netlink: get link #{index}");
         let mut s = self.handle.link().get().match_index(index).execute();
@@ -303,6 +387,108 @@ impl Netlink {
             LinkInfo::Data(InfoData::MacVlan(vec![InfoMacVlan::Mode(mode)])),
         ]));
         self.add_link(m).await
+    }
+
+    /// An 802.1Q sub-interface `l` of `parent` (created where `l.netns` says).
+    pub async fn create_vlan(&self, l: &NewLink<'_>, parent: u32, vid: u16) -> NlResult<()> {
+        debug!("netlink: create vlan {} id {vid} on #{parent}", l.name);
+        let mut m = l.message();
+        m.attributes.push(LinkAttribute::Link(parent));
+        m.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(InfoKind::Vlan),
+            LinkInfo::Data(InfoData::Vlan(vec![
+                InfoVlan::Id(vid),
+                InfoVlan::Protocol(VlanProtocol::Ieee8021Q),
+            ])),
+        ]));
+        self.add_link(m).await
+    }
+
+    pub async fn create_ipvlan(
+        &self,
+        l: &NewLink<'_>,
+        parent: u32,
+        mode: IpvlanMode,
+    ) -> NlResult<()> {
+        debug!(
+            "netlink: create ipvlan {} mode {} on #{parent}",
+            l.name,
+            mode.as_str()
+        );
+        let mode = match mode {
+            IpvlanMode::L2 => IpVlanMode::L2,
+            IpvlanMode::L3 => IpVlanMode::L3,
+            IpvlanMode::L3s => IpVlanMode::L3S,
+        };
+        let mut m = l.message();
+        m.attributes.push(LinkAttribute::Link(parent));
+        m.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(InfoKind::IpVlan),
+            LinkInfo::Data(InfoData::IpVlan(vec![InfoIpVlan::Mode(mode)])),
+        ]));
+        self.add_link(m).await
+    }
+
+    /// `ip link set BRIDGE type bridge vlan_filtering 0|1`: an RTM_NEWLINK without
+    /// NLM_F_CREATE is the kernel's "changelink" for an existing bridge.
+    pub async fn set_vlan_filtering(&self, bridge: u32, on: bool) -> NlResult<()> {
+        debug!("netlink: set bridge #{bridge} vlan_filtering={on}");
+        let mut m = LinkMessage::default();
+        m.header.index = bridge;
+        m.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(InfoKind::Bridge),
+            LinkInfo::Data(InfoData::Bridge(vec![InfoBridge::VlanFiltering(on)])),
+        ]));
+        self.ack(RouteNetlinkMessage::NewLink(m), 0).await
+    }
+
+    /// `bridge vlan add dev PORT vid VID [pvid untagged]`: RTM_SETLINK of family
+    /// AF_BRIDGE with IFLA_AF_SPEC / IFLA_BRIDGE_VLAN_INFO.
+    pub async fn bridge_vlan_add(&self, port: u32, vid: u16, access: bool) -> NlResult<()> {
+        debug!("netlink: bridge vlan add dev #{port} vid {vid} access={access}");
+        let flags = if access {
+            BridgeVlanInfoFlags::Pvid | BridgeVlanInfoFlags::Untagged
+        } else {
+            BridgeVlanInfoFlags::empty()
+        };
+        let m = bridge_vlan_message(port, vid, flags);
+        self.ack(RouteNetlinkMessage::SetLink(m), 0).await
+    }
+
+    /// `bridge vlan del dev PORT vid VID`.
+    pub async fn bridge_vlan_del(&self, port: u32, vid: u16) -> NlResult<()> {
+        debug!("netlink: bridge vlan del dev #{port} vid {vid}");
+        let m = bridge_vlan_message(port, vid, BridgeVlanInfoFlags::empty());
+        self.ack(RouteNetlinkMessage::DelLink(m), 0).await
+    }
+
+    /// Move link `index` into the namespace `netns`, renamed to `name`, in one
+    /// request (`ip link set DEV netns NS name NAME alias ALIAS`). The kernel
+    /// closes the device while moving it, so it arrives down and can be renamed.
+    pub async fn move_link(
+        &self,
+        index: u32,
+        netns: BorrowedFd<'_>,
+        name: &str,
+        alias: Option<&str>,
+        mtu: Option<u32>,
+        mac: Option<Mac>,
+    ) -> NlResult<()> {
+        debug!("netlink: move link #{index} to another netns as {name}");
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        m.attributes.push(LinkAttribute::NetNsFd(netns.as_raw_fd()));
+        m.attributes.push(LinkAttribute::IfName(name.to_string()));
+        if let Some(a) = alias {
+            m.attributes.push(LinkAttribute::IfAlias(a.to_string()));
+        }
+        if let Some(mtu) = mtu {
+            m.attributes.push(LinkAttribute::Mtu(mtu));
+        }
+        if let Some(mac) = mac {
+            m.attributes.push(LinkAttribute::Address(mac.0.to_vec()));
+        }
+        self.ack(RouteNetlinkMessage::SetLink(m), 0).await
     }
 
     /// Bring a link up (or down).
@@ -440,6 +626,17 @@ impl Netlink {
         )
         .await
     }
+}
+
+fn bridge_vlan_message(port: u32, vid: u16, flags: BridgeVlanInfoFlags) -> LinkMessage {
+    let mut m = LinkMessage::default();
+    m.header.interface_family = AddressFamily::Bridge;
+    m.header.index = port;
+    m.attributes
+        .push(LinkAttribute::AfSpecBridge(vec![AfSpecBridge::VlanInfo(
+            BridgeVlanInfo { flags, vid },
+        )]));
+    m
 }
 
 fn route_message(v6: bool, dst_len: u8, scope: RouteScope) -> RouteMessage {

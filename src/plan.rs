@@ -12,7 +12,8 @@ use ipnetwork::IpNetwork;
 use crate::error::{Error, Result};
 use crate::netlink::{Link, Route};
 use crate::netns::LinkState;
-use crate::spec::{AttachSpec, IfName, Mac, MacvlanMode};
+use crate::spec::{AttachSpec, IfName, IpvlanMode, Mac, MacvlanMode, VlanId};
+use crate::vlan::{BridgeVlan, SubIf, VlanFacts};
 
 /// What the host side looks like, as observed.
 #[derive(Clone, Debug)]
@@ -38,6 +39,8 @@ pub struct Facts {
     pub default_route: Option<Route>,
     /// `/var/run/netns/NAME` and what is there now; `None` when not linking.
     pub netns_link: Option<(String, LinkState)>,
+    /// `HOST_IF.VID` and bridge VLAN settings, when @VLAN is given.
+    pub vlan: VlanFacts,
 }
 
 /// How commands refer to the container's namespace in `--dry-run` output.
@@ -95,11 +98,55 @@ pub enum Step {
     },
     CreateMacvlan {
         parent: IfName,
-        parent_index: u32,
+        /// `None`: the parent (a VLAN sub-interface) is created by an earlier step.
+        parent_index: Option<u32>,
         guest: IfName,
         mode: MacvlanMode,
         mtu: u32,
         mac: Option<Mac>,
+    },
+    /// The 802.1Q sub-interface `name` (`PARENT.VID`) on the host, created up.
+    CreateVlan {
+        name: IfName,
+        parent: IfName,
+        parent_index: u32,
+        vid: VlanId,
+        mtu: u32,
+    },
+    CreateIpvlan {
+        parent: IfName,
+        /// `None`: the parent (a VLAN sub-interface) is created by an earlier step.
+        parent_index: Option<u32>,
+        guest: IfName,
+        mode: IpvlanMode,
+        mtu: u32,
+    },
+    /// `--direct-phys`: move a host link into the container as `guest`, its
+    /// old name in the alias; rollback moves it back as it was.
+    MoveToGuest {
+        host: IfName,
+        /// `None`: the link (a VLAN sub-interface) is created by an earlier step.
+        index: Option<u32>,
+        guest: IfName,
+        mtu: Option<u32>,
+        mac: Option<Mac>,
+        /// What to put back on rollback.
+        old_mtu: u32,
+        old_mac: Option<Mac>,
+        old_alias: Option<String>,
+    },
+    /// Turn on VLAN filtering on a bridge (undone on rollback if it was off).
+    BridgeVlanFiltering {
+        bridge: IfName,
+        /// `None`: the bridge is created by an earlier step of this plan.
+        index: Option<u32>,
+    },
+    /// Make a bridge port an access port: PVID `vid`, egress untagged, and
+    /// out of the bridge's default VLAN `drop_vid`.
+    BridgeAccessPort {
+        port: IfName,
+        vid: VlanId,
+        drop_vid: Option<u16>,
     },
     AddAddress {
         ifname: IfName,
@@ -158,11 +205,6 @@ impl Plan {
 
 /// Plan one attachment. `ns` says how to name the container in rendered commands.
 pub fn plan(spec: &AttachSpec, facts: &Facts, ns: NsRef) -> Result<Plan> {
-    if let Some(v) = spec.vlan {
-        return Err(Error::Usage(format!(
-            "VLAN @{v} is not supported yet; drop the @{v} suffix (802.1Q support is planned)"
-        )));
-    }
     if let Some(l) = &facts.guest_ifname_taken {
         return Err(Error::Refused(format!(
             "interface {} already exists in container {}; choose another name with -i",
@@ -203,6 +245,23 @@ pub fn plan(spec: &AttachSpec, facts: &Facts, ns: NsRef) -> Result<Plan> {
     let (kind, host_if, host_ifname);
     match &facts.host {
         HostSide::Bridge(_) | HostSide::NewBridge(_) => {
+            let bname = match &facts.host {
+                HostSide::Bridge(b) => b.name.clone(),
+                HostSide::NewBridge(n) => n.to_string(),
+                HostSide::Parent(_) => unreachable!(),
+            };
+            if spec.ipvlan.is_some() {
+                return Err(Error::Usage(format!(
+                    "--ipvlan needs a host interface that is not a bridge, and {bname} is one; \
+                     drop --ipvlan to connect a veth to {bname}, or give the bridge's uplink"
+                )));
+            }
+            if spec.direct_phys {
+                return Err(Error::Usage(format!(
+                    "--direct-phys moves a host interface into the container, and bridge {bname} \
+                     cannot leave the host; drop --direct-phys to connect a veth to {bname}"
+                )));
+            }
             let (bridge, bridge_index, bridge_mtu) = match &facts.host {
                 HostSide::Bridge(b) => {
                     let name: IfName = b.name.parse().map_err(Error::Refused)?;
@@ -226,6 +285,16 @@ pub fn plan(spec: &AttachSpec, facts: &Facts, ns: NsRef) -> Result<Plan> {
                     facts.host_veth
                 )));
             }
+            let bvlan = match &facts.host {
+                HostSide::NewBridge(_) => BridgeVlan::new_bridge(),
+                _ => facts.vlan.bridge.unwrap_or_else(BridgeVlan::new_bridge),
+            };
+            if spec.vlan.is_some() && !bvlan.filtering {
+                steps.push(Step::BridgeVlanFiltering {
+                    bridge: bridge.clone(),
+                    index: bridge_index,
+                });
+            }
             steps.push(Step::CreateVeth {
                 host: facts.host_veth.clone(),
                 guest: spec.ifname.clone(),
@@ -234,42 +303,22 @@ pub fn plan(spec: &AttachSpec, facts: &Facts, ns: NsRef) -> Result<Plan> {
                 mtu: spec.mtu.unwrap_or(bridge_mtu),
                 mac: spec.mac,
             });
+            if let Some(vid) = spec.vlan {
+                let d = bvlan.default_pvid;
+                steps.push(Step::BridgeAccessPort {
+                    port: facts.host_veth.clone(),
+                    vid,
+                    drop_vid: (d != 0 && d != vid.get()).then_some(d),
+                });
+            }
             kind = "veth";
             host_if = bridge;
             host_ifname = Some(facts.host_veth.clone());
         }
         HostSide::Parent(p) => {
-            let parent: IfName = p.name.parse().map_err(Error::Refused)?;
-            let mtu = spec.mtu.unwrap_or(p.mtu);
-            if mtu > p.mtu {
-                return Err(Error::Refused(format!(
-                    "MTU {mtu} is larger than the MTU {} of {parent}, which a macvlan cannot exceed; \
-                     use --mtu {} or less, or raise the MTU of {parent}",
-                    p.mtu, p.mtu
-                )));
-            }
-            if spec.mac.is_some() && spec.macvlan_mode == MacvlanMode::Passthru {
-                return Err(Error::Usage(
-                    "a passthru macvlan takes the MAC of its parent; drop the MAC argument or use another --macvlan-mode"
-                        .into(),
-                ));
-            }
-            if !p.up {
-                steps.push(Step::HostUp {
-                    name: parent.clone(),
-                    index: p.index,
-                });
-            }
-            steps.push(Step::CreateMacvlan {
-                parent: parent.clone(),
-                parent_index: p.index,
-                guest: spec.ifname.clone(),
-                mode: spec.macvlan_mode,
-                mtu,
-                mac: spec.mac,
-            });
-            kind = "macvlan";
-            host_if = parent;
+            let (k, lower) = plan_parent(spec, facts, p, &mut steps)?;
+            kind = k;
+            host_if = lower;
             host_ifname = None;
         }
     }
@@ -293,7 +342,11 @@ pub fn plan(spec: &AttachSpec, facts: &Facts, ns: NsRef) -> Result<Plan> {
             previous: facts.default_route.clone(),
         });
     }
-    if let Some(addr) = spec.addr.addr {
+    // An ipvlan in l3/l3s mode has no ARP: there is nothing to announce.
+    let arp = !matches!(spec.ipvlan, Some(IpvlanMode::L3 | IpvlanMode::L3s));
+    if let Some(addr) = spec.addr.addr
+        && arp
+    {
         steps.push(Step::Announce {
             ifname: spec.ifname.clone(),
             addr: addr.ip(),
@@ -308,6 +361,174 @@ pub fn plan(spec: &AttachSpec, facts: &Facts, ns: NsRef) -> Result<Plan> {
         host_if,
         kind,
     })
+}
+
+/// The steps for a host interface that is not a bridge: macvlan or ipvlan on
+/// it or on its 802.1Q sub-interface, or the interface itself moved in
+/// (`--direct-phys`). Returns the kind and the interface the child hangs on.
+fn plan_parent(
+    spec: &AttachSpec,
+    facts: &Facts,
+    p: &Link,
+    steps: &mut Vec<Step>,
+) -> Result<(&'static str, IfName)> {
+    let parent: IfName = p.name.parse().map_err(Error::Refused)?;
+    if spec.ipvlan.is_some() && spec.mac.is_some() {
+        return Err(Error::Usage(format!(
+            "an ipvlan shares the MAC address of its parent {parent}, so no MAC can be given; \
+             drop the MAC argument, or drop --ipvlan to get a macvlan with its own MAC"
+        )));
+    }
+    if spec.ipvlan.is_none()
+        && !spec.direct_phys
+        && spec.mac.is_some()
+        && spec.macvlan_mode == MacvlanMode::Passthru
+    {
+        return Err(Error::Usage(
+            "a passthru macvlan takes the MAC of its parent; drop the MAC argument or use another --macvlan-mode"
+                .into(),
+        ));
+    }
+    if spec.direct_phys && spec.vlan.is_none() {
+        if let Some(m) = p.master {
+            return Err(Error::Refused(format!(
+                "{parent} is a port of another interface (index {m}), and moving it into the container \
+                 would take it out; release it first (ip link set {parent} nomaster)"
+            )));
+        }
+        steps.push(Step::MoveToGuest {
+            host: parent.clone(),
+            index: Some(p.index),
+            guest: spec.ifname.clone(),
+            mtu: spec.mtu,
+            mac: spec.mac,
+            old_mtu: p.mtu,
+            old_mac: p.mac,
+            old_alias: p.alias.clone(),
+        });
+        return Ok(("phys", parent));
+    }
+    if !p.up {
+        steps.push(Step::HostUp {
+            name: parent.clone(),
+            index: p.index,
+        });
+    }
+    // The lower device of the new link: HOST_IF, or HOST_IF.VID (made if missing).
+    let (lower, lower_index, lower_mtu) = match spec.vlan {
+        None => (parent.clone(), Some(p.index), p.mtu),
+        Some(vid) => {
+            let Some((sub, state)) = &facts.vlan.sub else {
+                return Err(Error::Refused(
+                    "internal: @VLAN given but the sub-interface was not observed".into(),
+                ));
+            };
+            match state {
+                SubIf::Squatter(what) => {
+                    return Err(Error::Refused(format!(
+                        "{sub} exists but is {what}, not 802.1Q VLAN {vid} on {parent}; \
+                         rename or remove it (ip link del {sub}), or give another HOST_IF"
+                    )));
+                }
+                SubIf::Reuse(l) => {
+                    if spec.direct_phys {
+                        if let Some(mtu) = spec.mtu {
+                            check_lower_mtu(mtu, p.mtu, &parent, "an 802.1Q device")?;
+                        }
+                        steps.push(Step::MoveToGuest {
+                            host: sub.clone(),
+                            index: Some(l.index),
+                            guest: spec.ifname.clone(),
+                            mtu: spec.mtu,
+                            mac: spec.mac,
+                            old_mtu: l.mtu,
+                            old_mac: l.mac,
+                            old_alias: l.alias.clone(),
+                        });
+                        return Ok(("phys", sub.clone()));
+                    }
+                    if !l.up {
+                        steps.push(Step::HostUp {
+                            name: sub.clone(),
+                            index: l.index,
+                        });
+                    }
+                    (sub.clone(), Some(l.index), l.mtu)
+                }
+                SubIf::Missing if spec.direct_phys => {
+                    // Made on the host under its usual name, then moved: the
+                    // alias says where it goes back to, as for an existing one.
+                    let mtu = spec.mtu.unwrap_or(p.mtu);
+                    check_lower_mtu(mtu, p.mtu, &parent, "an 802.1Q device")?;
+                    steps.push(Step::CreateVlan {
+                        name: sub.clone(),
+                        parent: parent.clone(),
+                        parent_index: p.index,
+                        vid,
+                        mtu: p.mtu,
+                    });
+                    steps.push(Step::MoveToGuest {
+                        host: sub.clone(),
+                        index: None,
+                        guest: spec.ifname.clone(),
+                        mtu: spec.mtu,
+                        mac: spec.mac,
+                        old_mtu: p.mtu,
+                        old_mac: None,
+                        old_alias: None,
+                    });
+                    return Ok(("phys", sub.clone()));
+                }
+                SubIf::Missing => {
+                    steps.push(Step::CreateVlan {
+                        name: sub.clone(),
+                        parent: parent.clone(),
+                        parent_index: p.index,
+                        vid,
+                        mtu: p.mtu,
+                    });
+                    (sub.clone(), None, p.mtu)
+                }
+            }
+        }
+    };
+    let mtu = spec.mtu.unwrap_or(lower_mtu);
+    match spec.ipvlan {
+        Some(mode) => {
+            check_lower_mtu(mtu, lower_mtu, &lower, "an ipvlan")?;
+            steps.push(Step::CreateIpvlan {
+                parent: lower.clone(),
+                parent_index: lower_index,
+                guest: spec.ifname.clone(),
+                mode,
+                mtu,
+            });
+            Ok(("ipvlan", lower))
+        }
+        None => {
+            check_lower_mtu(mtu, lower_mtu, &lower, "a macvlan")?;
+            steps.push(Step::CreateMacvlan {
+                parent: lower.clone(),
+                parent_index: lower_index,
+                guest: spec.ifname.clone(),
+                mode: spec.macvlan_mode,
+                mtu,
+                mac: spec.mac,
+            });
+            Ok(("macvlan", lower))
+        }
+    }
+}
+
+/// A child link (macvlan, ipvlan, 802.1Q) cannot have a larger MTU than its lower device.
+fn check_lower_mtu(mtu: u32, lower_mtu: u32, lower: &IfName, what: &str) -> Result<()> {
+    if mtu > lower_mtu {
+        return Err(Error::Refused(format!(
+            "MTU {mtu} is larger than the MTU {lower_mtu} of {lower}, which {what} cannot exceed; \
+             use --mtu {lower_mtu} or less, or raise the MTU of {lower}"
+        )));
+    }
+    Ok(())
 }
 
 /// Is `gw` inside a subnet the new interface is on? Its only subnets are the
@@ -378,6 +599,52 @@ impl Step {
                 mac.map(|m| format!(" address {m}")).unwrap_or_default(),
                 mode.as_str()
             ),
+            Step::CreateVlan {
+                name,
+                parent,
+                vid,
+                mtu,
+                ..
+            } => format!(
+                "ip link add link {parent} name {name} mtu {mtu} type vlan id {vid} && ip link set {name} up"
+            ),
+            Step::CreateIpvlan {
+                parent,
+                guest,
+                mode,
+                mtu,
+                ..
+            } => format!(
+                "ip link add link {parent} name {guest} netns {} mtu {mtu} type ipvlan mode {} && {ip} link set {guest} up",
+                ns.netns_arg(),
+                mode.as_str()
+            ),
+            Step::MoveToGuest {
+                host,
+                guest,
+                mtu,
+                mac,
+                ..
+            } => format!(
+                "ip link set {host} netns {} name {guest} alias {host}{}{} && {ip} link set {guest} up",
+                ns.netns_arg(),
+                mtu.map(|m| format!(" mtu {m}")).unwrap_or_default(),
+                mac.map(|m| format!(" address {m}")).unwrap_or_default(),
+            ),
+            Step::BridgeVlanFiltering { bridge, .. } => {
+                format!("ip link set {bridge} type bridge vlan_filtering 1")
+            }
+            Step::BridgeAccessPort {
+                port,
+                vid,
+                drop_vid,
+            } => {
+                let mut c = format!("bridge vlan add dev {port} vid {vid} pvid untagged");
+                if let Some(d) = drop_vid {
+                    c.push_str(&format!(" && bridge vlan del dev {port} vid {d}"));
+                }
+                c
+            }
             Step::AddAddress { ifname, addr } => format!("{ip} addr add {addr} dev {ifname}"),
             Step::AddGatewayRoute { ifname, gateway } => {
                 let len = if gateway.is_ipv6() { 128 } else { 32 };
@@ -411,6 +678,7 @@ impl fmt::Display for Step {
 mod tests {
     use super::*;
     use crate::spec::{AddrSpec, GuestRef, HostIfRef};
+    use crate::vlan::{BridgeVlan, SubIf};
     use std::time::Duration;
 
     fn link(name: &str, kind: Option<&str>, mtu: u32, up: bool) -> Link {
@@ -437,6 +705,8 @@ mod tests {
             host_ifname: None,
             mtu: None,
             macvlan_mode: MacvlanMode::Bridge,
+            ipvlan: None,
+            direct_phys: false,
             netns_link: true,
             timeout: Duration::from_secs(5),
         }
@@ -450,6 +720,7 @@ mod tests {
             guest_ifname_taken: None,
             default_route: None,
             netns_link: Some(("42".into(), LinkState::Missing)),
+            vlan: VlanFacts::default(),
         }
     }
 
@@ -549,18 +820,221 @@ mod tests {
         assert!(matches!(p.steps[0], Step::CreateBridge { .. }));
     }
 
+    fn vlan_spec(host: &str, vid: &str) -> AttachSpec {
+        let mut s = spec(host, "10.1.100.11/24");
+        s.vlan = Some(vid.parse().unwrap());
+        s
+    }
+
+    fn parent_with_sub(sub: SubIf, parent_mtu: u32) -> Facts {
+        let mut f = facts(HostSide::Parent(link("eth0", None, parent_mtu, true)));
+        f.vlan.sub = Some(("eth0.100".parse().unwrap(), sub));
+        f
+    }
+
     #[test]
-    fn vlan_not_yet() {
+    fn vlan_subinterface_created_with_parent_mtu_then_macvlan_on_it() {
+        let p = plan(
+            &vlan_spec("eth0", "100"),
+            &parent_with_sub(SubIf::Missing, 1400),
+            ns(),
+        )
+        .unwrap();
+        assert_eq!(
+            p.render(),
+            "ip netns attach 42 42\n\
+             ip link add link eth0 name eth0.100 mtu 1400 type vlan id 100 && ip link set eth0.100 up\n\
+             ip link add link eth0.100 name eth1 netns 42 mtu 1400 type macvlan mode bridge && ip -n 42 link set eth1 up\n\
+             ip -n 42 addr add 10.1.100.11/24 dev eth1\n\
+             ip netns exec 42 arping -c 1 -U -I eth1 10.1.100.11\n"
+        );
+        assert!(matches!(
+            p.steps[2],
+            Step::CreateMacvlan {
+                parent_index: None,
+                ..
+            }
+        ));
+        assert_eq!((p.kind, p.host_if.as_str()), ("macvlan", "eth0.100"));
+    }
+
+    #[test]
+    fn vlan_subinterface_reused_and_brought_up_parent_too() {
+        let mut sub = link("eth0.100", Some("vlan"), 1500, false);
+        sub.index = 11;
+        let mut f = parent_with_sub(SubIf::Reuse(sub), 1500);
+        f.host = HostSide::Parent(link("eth0", None, 1500, false));
+        let p = plan(&vlan_spec("eth0", "100"), &f, ns()).unwrap();
+        let kinds: Vec<String> = p.steps.iter().map(|s| s.to_string()).collect();
+        assert_eq!(kinds[1], "ip link set eth0 up");
+        assert_eq!(kinds[2], "ip link set eth0.100 up");
+        assert!(matches!(
+            p.steps[3],
+            Step::CreateMacvlan {
+                parent_index: Some(11),
+                ..
+            }
+        ));
+        assert!(
+            !p.steps.iter().any(|s| matches!(s, Step::CreateVlan { .. })),
+            "reused, not created"
+        );
+    }
+
+    #[test]
+    fn vlan_squatter_refused_naming_what_it_is() {
+        let e = plan(
+            &vlan_spec("eth0", "100"),
+            &parent_with_sub(SubIf::Squatter("a dummy device".into()), 1500),
+            ns(),
+        )
+        .unwrap_err();
+        let m = e.to_string();
+        assert!(
+            m.contains("eth0.100 exists but is a dummy device, not 802.1Q VLAN 100 on eth0"),
+            "{m}"
+        );
+        assert_eq!(e.exit_code(), 1);
+    }
+
+    #[test]
+    fn ipvlan_plans_and_refusals() {
+        let mut s = vlan_spec("eth0", "100");
+        s.ipvlan = Some(IpvlanMode::L3);
+        let p = plan(&s, &parent_with_sub(SubIf::Missing, 1500), ns()).unwrap();
+        let r = p.render();
+        assert!(
+            r.contains("ip link add link eth0.100 name eth1 netns 42 mtu 1500 type ipvlan mode l3"),
+            "{r}"
+        );
+        assert_eq!(p.kind, "ipvlan");
+        assert!(!r.contains("arping"), "l3 has no ARP: {r}");
+
+        s.mac = Some("02:00:00:00:00:01".parse().unwrap());
+        let e = plan(&s, &parent_with_sub(SubIf::Missing, 1500), ns()).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains("shares the MAC address"), "{e}");
+
+        let mut s = spec("br1", "0/0");
+        s.ipvlan = Some(IpvlanMode::L2);
+        let e = plan(
+            &s,
+            &facts(HostSide::Bridge(link("br1", Some("bridge"), 1500, true))),
+            ns(),
+        )
+        .unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains("--ipvlan needs"), "{e}");
+
         let mut s = spec("eth0", "0/0");
-        s.vlan = Some("100".parse().unwrap());
+        s.ipvlan = Some(IpvlanMode::L2);
+        s.mtu = Some(9000);
         let e = plan(
             &s,
             &facts(HostSide::Parent(link("eth0", None, 1500, true))),
             ns(),
         )
         .unwrap_err();
+        assert!(e.to_string().contains("an ipvlan cannot exceed"), "{e}");
+    }
+
+    #[test]
+    fn vlan_on_existing_bridge_turns_filtering_on_and_makes_an_access_port() {
+        let mut f = facts(HostSide::Bridge(link("br1", Some("bridge"), 1500, true)));
+        f.vlan.bridge = Some(BridgeVlan {
+            filtering: false,
+            default_pvid: 1,
+        });
+        let p = plan(&vlan_spec("br1", "100"), &f, ns()).unwrap();
+        let r = p.render();
+        assert!(
+            r.contains(
+                "ip link set br1 type bridge vlan_filtering 1\nip link add veth1pl42 mtu 1500 master br1"
+            ),
+            "{r}"
+        );
+        assert!(
+            r.contains(
+                "bridge vlan add dev veth1pl42 vid 100 pvid untagged && bridge vlan del dev veth1pl42 vid 1\n"
+            ),
+            "{r}"
+        );
+        // Already filtering, default PVID none: no toggle, nothing to drop.
+        f.vlan.bridge = Some(BridgeVlan {
+            filtering: true,
+            default_pvid: 0,
+        });
+        let p = plan(&vlan_spec("br1", "100"), &f, ns()).unwrap();
+        let r = p.render();
+        assert!(!r.contains("vlan_filtering"), "{r}");
+        assert!(r.contains("vid 100 pvid untagged\n"), "{r}");
+        // A new bridge: filtering on right after it is created.
+        let p = plan(
+            &vlan_spec("br1", "1"),
+            &facts(HostSide::NewBridge("br1".parse().unwrap())),
+            ns(),
+        )
+        .unwrap();
+        assert!(matches!(
+            p.steps[2],
+            Step::BridgeVlanFiltering { index: None, .. }
+        ));
+        assert!(
+            matches!(p.steps[4], Step::BridgeAccessPort { drop_vid: None, .. }),
+            "VLAN 1 is the default PVID: nothing to drop"
+        );
+    }
+
+    #[test]
+    fn direct_phys_moves_or_creates_in_place() {
+        let mut s = spec("dm0", "10.9.0.2/24");
+        s.direct_phys = true;
+        let mut dm0 = link("dm0", Some("dummy"), 1500, false);
+        dm0.alias = Some("old".into());
+        let p = plan(&s, &facts(HostSide::Parent(dm0.clone())), ns()).unwrap();
+        assert_eq!(
+            p.steps[1].render(&ns()),
+            "ip link set dm0 netns 42 name eth1 alias dm0 && ip -n 42 link set eth1 up"
+        );
+        assert!(matches!(&p.steps[1], Step::MoveToGuest { old_alias: Some(a), .. } if a == "old"));
+        assert_eq!(
+            p.steps.len(),
+            4,
+            "netns link, move, address, announce: no HostUp for an interface that moves"
+        );
+        assert_eq!(p.kind, "phys");
+
+        dm0.master = Some(3);
+        let e = plan(&s, &facts(HostSide::Parent(dm0)), ns()).unwrap_err();
+        assert!(e.to_string().contains("nomaster"), "{e}");
+
+        // With @VID: the existing sub-interface moves; a missing one is born inside.
+        let mut s = vlan_spec("eth0", "100");
+        s.direct_phys = true;
+        let sub = link("eth0.100", Some("vlan"), 1500, true);
+        let p = plan(&s, &parent_with_sub(SubIf::Reuse(sub), 1500), ns()).unwrap();
+        assert!(
+            matches!(&p.steps[1], Step::MoveToGuest { host, .. } if host.as_str() == "eth0.100")
+        );
+        let p = plan(&s, &parent_with_sub(SubIf::Missing, 1500), ns()).unwrap();
+        assert_eq!(
+            p.steps[1].render(&ns()),
+            "ip link add link eth0 name eth0.100 mtu 1500 type vlan id 100 && ip link set eth0.100 up"
+        );
+        assert_eq!(
+            p.steps[2].render(&ns()),
+            "ip link set eth0.100 netns 42 name eth1 alias eth0.100 && ip -n 42 link set eth1 up"
+        );
+        assert_eq!((p.kind, p.host_if.as_str()), ("phys", "eth0.100"));
+        let mut s2 = spec("br1", "0/0");
+        s2.direct_phys = true;
+        let e = plan(
+            &s2,
+            &facts(HostSide::NewBridge("br1".parse().unwrap())),
+            ns(),
+        )
+        .unwrap_err();
         assert_eq!(e.exit_code(), 2);
-        assert!(e.to_string().contains("@100"), "{e}");
     }
 
     #[test]

@@ -14,10 +14,13 @@ pub struct Report {
     pub mac: Option<String>,
     pub address: Option<String>,
     pub gateway: Option<String>,
-    /// "veth" or "macvlan".
+    /// "veth", "macvlan", "ipvlan", "vlan" (an 802.1Q device made in the
+    /// container by --direct-phys) or "phys" (a host interface moved in).
     pub kind: &'static str,
-    /// The bridge or the macvlan parent.
+    /// The bridge, the macvlan/ipvlan parent (`HOST_IF.VID` with a VLAN), or the moved interface.
     pub host_if: String,
+    /// The 802.1Q VLAN id, when one was asked for.
+    pub vlan: Option<u16>,
     /// The host end of a veth.
     pub host_ifname: Option<String>,
     /// The /var/run/netns name, when linked.
@@ -37,6 +40,7 @@ impl Report {
             gateway: spec.addr.gateway.map(|g| g.to_string()),
             kind: plan.kind,
             host_if: plan.host_if.to_string(),
+            vlan: spec.vlan.map(|v| v.get()),
             host_ifname: plan.host_ifname.as_ref().map(|n| n.to_string()),
             netns: target.link_name.clone().filter(|_| spec.netns_link),
             already_attached: false,
@@ -56,7 +60,11 @@ impl Report {
         }
         match &self.host_ifname {
             Some(h) => s.push_str(&format!(" host {h} on bridge {}", self.host_if)),
+            None if self.kind == "phys" => s.push_str(&format!(" moved from {}", self.host_if)),
             None => s.push_str(&format!(" {} on {}", self.kind, self.host_if)),
+        }
+        if let Some(v) = self.vlan {
+            s.push_str(&format!(" vlan {v}"));
         }
         if self.already_attached {
             s.push_str(" (already attached)");

@@ -87,13 +87,31 @@ pub fn plan(
             ("veth", name, hname)
         }
         HostSide::Parent(p) => {
-            if have_kind != "macvlan" {
-                return Err(conflict(format!("not a macvlan on {}", p.name)));
+            if spec.direct_phys {
+                return Err(conflict(format!(
+                    "and --direct-phys would move {} in as another one",
+                    p.name
+                )));
             }
-            if ex.record.as_ref().is_some_and(|r| r.host_if != p.name) {
-                return Err(conflict(format!("not a macvlan on {}", p.name)));
+            let want = if spec.ipvlan.is_some() {
+                "ipvlan"
+            } else {
+                "macvlan"
+            };
+            // With @VID the child hangs on HOST_IF.VID.
+            let lower: IfName = match (&facts.vlan.sub, spec.vlan) {
+                (Some((sub, _)), Some(_)) => sub.clone(),
+                _ => p.name.parse().map_err(Error::Refused)?,
+            };
+            if have_kind != want
+                || ex
+                    .record
+                    .as_ref()
+                    .is_some_and(|r| r.host_if != lower.as_str())
+            {
+                return Err(conflict(format!("not a {want} on {lower}")));
             }
-            ("macvlan", p.name.parse().map_err(Error::Refused)?, None)
+            (want, lower, None)
         }
     };
     if let Some(m) = spec.mac
@@ -234,6 +252,8 @@ mod tests {
             host_ifname: None,
             mtu: None,
             macvlan_mode: MacvlanMode::Bridge,
+            ipvlan: None,
+            direct_phys: false,
             netns_link: true,
             timeout: Duration::from_secs(5),
         }
@@ -247,6 +267,7 @@ mod tests {
             guest_ifname_taken: Some(link("eth1", "veth", 2, None)),
             default_route: None,
             netns_link: Some(("42".into(), LinkState::Same)),
+            vlan: Default::default(),
         }
     }
 

@@ -351,6 +351,42 @@ impl MacvlanMode {
     }
 }
 
+/// Mode of an ipvlan child (`--ipvlan MODE`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IpvlanMode {
+    /// Switching at layer 2: the container answers ARP on the parent's LAN.
+    L2,
+    /// Routing at layer 3 through the host's routing table: no ARP, no broadcast.
+    L3,
+    /// Like L3, but the traffic passes the host's netfilter hooks.
+    L3s,
+}
+
+impl IpvlanMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IpvlanMode::L2 => "l2",
+            IpvlanMode::L3 => "l3",
+            IpvlanMode::L3s => "l3s",
+        }
+    }
+}
+
+/// The name of the 802.1Q sub-interface of `parent` for `vid`: `PARENT.VID`,
+/// as pipework and `vconfig` name it; an error when that exceeds IFNAMSIZ.
+pub fn vlan_subif_name(parent: &IfName, vid: VlanId) -> Result<IfName, String> {
+    let n = format!("{parent}.{vid}");
+    if n.len() > IFNAMSIZ_MAX {
+        return Err(format!(
+            "the VLAN sub-interface name {n} would be {} bytes and Linux allows at most {IFNAMSIZ_MAX}; \
+             create an 802.1Q device with a shorter name (ip link add link {parent} name SHORT type vlan id {vid}) \
+             and give that as HOST_IF without @{vid}",
+            n.len()
+        ));
+    }
+    Ok(IfName(n))
+}
+
 /// One attachment, fully parsed.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AttachSpec {
@@ -365,6 +401,10 @@ pub struct AttachSpec {
     pub host_ifname: Option<IfName>,
     pub mtu: Option<u32>,
     pub macvlan_mode: MacvlanMode,
+    /// `--ipvlan MODE`: an ipvlan child instead of a macvlan.
+    pub ipvlan: Option<IpvlanMode>,
+    /// `--direct-phys`: move HOST_IF (or HOST_IF.VID) itself into the container.
+    pub direct_phys: bool,
     pub netns_link: bool,
     pub timeout: Duration,
 }
@@ -510,6 +550,19 @@ mod tests {
         assert!(!valid_netns_name("a/b"));
         assert!(!valid_netns_name("a b"));
         assert!(!valid_netns_name(""));
+    }
+
+    #[test]
+    fn vlan_subif_names() {
+        let eth0: IfName = "eth0".parse().unwrap();
+        let v: VlanId = "100".parse().unwrap();
+        assert_eq!(vlan_subif_name(&eth0, v).unwrap().as_str(), "eth0.100");
+        let long: IfName = "enp0s31f6abc".parse().unwrap();
+        let e = vlan_subif_name(&long, "4094".parse().unwrap()).unwrap_err();
+        assert!(
+            e.contains("enp0s31f6abc.4094") && e.contains("at most 15"),
+            "{e}"
+        );
     }
 
     #[test]

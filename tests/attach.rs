@@ -433,15 +433,6 @@ fn usage_errors_are_one_line_and_exit_2() {
 }
 
 #[test]
-fn vlan_is_refused_clearly_until_supported() {
-    let (host, _lan) = host_with_lan();
-    let c = Container::new();
-    let o = host.pipe(&["phys0", &c.pid_s(), "10.88.0.4/24", "@100"]);
-    assert_fails(&o, 2, "VLAN @100");
-    assert_eq!(host.links(), ["lo", "phys0"]);
-}
-
-#[test]
 fn without_privileges_says_which_capabilities() {
     let c = Container::new();
     let o = run(std::process::Command::new("setpriv").args([
