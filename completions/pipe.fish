@@ -77,7 +77,7 @@ complete -c pipe -n "__fish_pipe_using_subcommand watch" -l once -d 'Apply to th
 complete -c pipe -n "__fish_pipe_using_subcommand watch" -s n -l dry-run -d 'Print the plan as equivalent ip commands and change nothing'
 complete -c pipe -n "__fish_pipe_using_subcommand watch" -s v -l verbose -d 'More logging (-v: info, -vv: debug, -vvv: trace); RUST_LOG also works'
 complete -c pipe -n "__fish_pipe_using_subcommand watch" -l json -d 'Print the result as one JSON object'
-complete -c pipe -n "__fish_pipe_using_subcommand watch" -s h -l help -d 'Print help'
+complete -c pipe -n "__fish_pipe_using_subcommand watch" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c pipe -n "__fish_pipe_using_subcommand route" -l state-dir -d 'Where pipe keeps its records of what it created' -r -F
 complete -c pipe -n "__fish_pipe_using_subcommand route" -s n -l dry-run -d 'Print the plan as equivalent ip commands and change nothing'
 complete -c pipe -n "__fish_pipe_using_subcommand route" -s v -l verbose -d 'More logging (-v: info, -vv: debug, -vvv: trace); RUST_LOG also works'

@@ -26,6 +26,23 @@ container name or ID (DOCKER_HOST is honoured). ADDR is IP/PREFIX (IPv4 or IPv6)
 no address; @GATEWAY replaces the container's default route. MAC is 02:.. or U:seed (pipework's
 derived MAC); @VLAN is an 802.1Q id.";
 
+pub(crate) const WATCH_HELP: &str = "\
+The attachments file (TOML) has one [[attach]] table per interface; keys mirror the command line:
+
+  [[attach]]
+  container = \"web\"                    # GUEST: Docker container name or ID
+  host = \"br1\"                         # HOST_IF
+  addr = \"192.168.1.10/24@192.168.1.1\" # ADDR[@GATEWAY], or \"0/0\"
+  ifname = \"eth1\"                      # optional (-i)
+  mac = \"U:web.example.com\"            # optional
+  mtu = 1400                           # optional
+  host_ifname = \"vweb\"                 # optional (-l)
+  macvlan_mode = \"bridge\"              # optional
+  vlan = 100                           # optional
+
+It is read again at each container start. Attachments made with --persist are applied too.
+On start and after each reconnection (backoff 0.1 s to 5 s), running containers are caught up.";
+
 #[derive(Parser, Debug)]
 #[command(
     name = "pipe",
@@ -168,6 +185,7 @@ pub enum Command {
     Gc,
     /// Follow the Docker Engine's events and apply persistent attachments (--persist, and
     /// the attachments file) each time their container starts.
+    #[command(after_long_help = WATCH_HELP)]
     Watch {
         /// Declarative attachments (TOML, one [[attach]] table per interface); a missing
         /// file at the default path means none.
