@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_pipe_global_optspecs
-    string join \n i/container-ifname= l/host-ifname= a/family= mtu= macvlan-mode= ipvlan= direct-phys n/dry-run v/verbose json no-netns-link timeout= wait persist state-dir= generate= h/help V/version
+    string join \n i/container-ifname= l/host-ifname= a/family= mtu= rate= macvlan-mode= ipvlan= direct-phys n/dry-run v/verbose json no-netns-link timeout= wait persist state-dir= generate= h/help V/version
 end
 
 function __fish_pipe_needs_command
@@ -29,6 +29,7 @@ complete -c pipe -n "__fish_pipe_needs_command" -s l -l host-ifname -d 'Host-sid
 complete -c pipe -n "__fish_pipe_needs_command" -s a -l family -d 'Address family, accepted for pipework compatibility (inferred from ADDR)' -r -f -a "4\t''
 6\t''"
 complete -c pipe -n "__fish_pipe_needs_command" -l mtu -d 'MTU of the new interface (default: the bridge\'s or parent\'s MTU)' -r
+complete -c pipe -n "__fish_pipe_needs_command" -l rate -d 'Shape the container\'s egress on the new interface: a token bucket (TBF) set over netlink, no tc binary. tc\'s units: 10mbit, 512kbit, 1gbit (bps = bytes/s); BURST in bytes or 64kb (default: 10 ms at RATE, at least 16 KiB)' -r
 complete -c pipe -n "__fish_pipe_needs_command" -l macvlan-mode -d 'Mode of a macvlan (default bridge)' -r -f -a "bridge\t''
 private\t''
 vepa\t''

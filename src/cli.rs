@@ -97,6 +97,12 @@ pub struct Cli {
     #[arg(long, value_name = "N")]
     pub mtu: Option<u32>,
 
+    /// Shape the container's egress on the new interface: a token bucket (TBF) set over
+    /// netlink, no tc binary. tc's units: 10mbit, 512kbit, 1gbit (bps = bytes/s); BURST in
+    /// bytes or 64kb (default: 10 ms at RATE, at least 16 KiB).
+    #[arg(long, value_name = "RATE[/BURST]")]
+    pub rate: Option<crate::rate::Rate>,
+
     /// Mode of a macvlan (default bridge).
     #[arg(long, value_enum, value_name = "MODE")]
     pub macvlan_mode: Option<ModeArg>,
@@ -359,6 +365,7 @@ impl Cli {
             direct_phys: self.direct_phys,
             netns_link: !self.no_netns_link,
             timeout,
+            rate: self.rate,
         })
     }
 }

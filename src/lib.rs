@@ -19,6 +19,7 @@ pub mod netlink;
 pub mod netns;
 pub mod p2p;
 pub mod plan;
+pub mod rate;
 pub mod report;
 pub mod rerun;
 pub mod route_cmd;
