@@ -186,6 +186,17 @@ pub enum Command {
         #[arg(long, value_name = "SECS", default_value = "5")]
         timeout: f64,
     },
+    /// Attach everything in an attachments file (same format as pipe watch's) in one
+    /// process: guests resolved concurrently, one host netlink connection, each
+    /// attachment atomic on its own, a summary at the end.
+    Apply {
+        /// The attachments file (TOML, one [[attach]] table per interface).
+        #[arg(value_name = "FILE")]
+        file: std::path::PathBuf,
+        /// Record the attachments as persistent, for pipe watch.
+        #[arg(long)]
+        persist: bool,
+    },
     /// Remove what is left of attachments whose container is gone: state records,
     /// stale /var/run/netns links, bridges pipe created that nothing uses.
     Gc,
