@@ -464,3 +464,24 @@ fn watch_catches_up_after_dockerd_restarts() {
     assert_eq!(mac2, mac);
     assert_eq!(addrs, ["10.97.0.2/24"]);
 }
+
+#[test]
+fn gc_cleans_up_after_docker_kill_without_watch() {
+    let d = Daemon::start();
+    let c = d.run(&[]);
+    let br = unique("br");
+    let before = d.ns.links();
+    d.pipe(&[&br, &c, "10.98.0.2/24"]);
+    assert_eq!(ports(&d.ns, &br).len(), 1);
+    // Killed with nobody watching: pipe's /var/run/netns link keeps the dead
+    // namespace, and so the veth, alive until gc.
+    d.docker(&["kill", &c]);
+    let dry = d.pipe(&["gc", "--dry-run"]);
+    assert!(dry.contains(&format!("would remove /var/run/netns/{c}")), "{dry}");
+    let out = d.pipe(&["gc"]);
+    assert!(out.contains("removed record"), "{out}");
+    assert!(out.contains(&format!("removed bridge {br}")), "{out}");
+    assert!(!Path::new(&format!("/var/run/netns/{c}")).exists());
+    assert_eq!(d.ns.links(), before);
+    assert_eq!(d.pipe(&["gc"]).trim(), "nothing to clean up");
+}
