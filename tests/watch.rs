@@ -477,7 +477,10 @@ fn gc_cleans_up_after_docker_kill_without_watch() {
     // namespace, and so the veth, alive until gc.
     d.docker(&["kill", &c]);
     let dry = d.pipe(&["gc", "--dry-run"]);
-    assert!(dry.contains(&format!("would remove /var/run/netns/{c}")), "{dry}");
+    assert!(
+        dry.contains(&format!("would remove /var/run/netns/{c}")),
+        "{dry}"
+    );
     let out = d.pipe(&["gc"]);
     assert!(out.contains("removed record"), "{out}");
     assert!(out.contains(&format!("removed bridge {br}")), "{out}");
