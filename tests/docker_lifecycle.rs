@@ -1,4 +1,4 @@
-//! `pipe watch` against real Docker Engines.
+//! Lifecycle against real Docker Engines: `pipe watch`, detach and gc of Docker containers.
 //!
 //! Each test starts a private dockerd of its own, inside a network namespace
 //! of its own, with its own --data-root, --exec-root, socket and pidfile: the
@@ -217,6 +217,15 @@ impl Daemon {
             }
         });
         Watch { child, rx }
+    }
+
+    /// Run a container on a network with a unique name.
+    fn run_on(&self, net: &str) -> String {
+        let name = unique("wc");
+        self.docker(&[
+            "run", "-d", "--net", net, "--name", &name, IMAGE, "sleep", "1000",
+        ]);
+        name
     }
 
     /// Run a container (`--net=none`) with a unique name.
@@ -487,4 +496,42 @@ fn gc_cleans_up_after_docker_kill_without_watch() {
     assert!(!Path::new(&format!("/var/run/netns/{c}")).exists());
     assert_eq!(d.ns.links(), before);
     assert_eq!(d.pipe(&["gc"]).trim(), "nothing to clean up");
+}
+
+#[test]
+fn detach_restores_a_docker_containers_default_route() {
+    let d = Daemon::start();
+    // A user-defined network gives the container eth0 and a default route, as usual.
+    let net = unique("wn");
+    d.docker(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.99.7.0/24",
+        "--gateway",
+        "10.99.7.1",
+        &net,
+    ]);
+    let c = d.run_on(&net);
+    let pid = d.pid_of(&c);
+    let routes = |pid: u32| {
+        must(
+            Command::new("nsenter")
+                .arg(format!("--net=/proc/{pid}/ns/net"))
+                .args(["ip", "-j", "route", "show"]),
+        )
+    };
+    let before_routes = routes(pid);
+    assert!(before_routes.contains("10.99.7.1"), "{before_routes}");
+    let before_links = d.ns.links();
+    let br = unique("br");
+    d.pipe(&[&br, &c, "10.99.8.2/24@10.99.8.1"]);
+    assert!(routes(pid).contains("10.99.8.1"), "{}", routes(pid));
+    let out = d.pipe(&["detach", &c]);
+    assert!(out.contains("restored the previous default route"), "{out}");
+    assert_eq!(routes(pid), before_routes);
+    assert_eq!(d.ns.links(), before_links);
+    assert!(!Path::new(&format!("/var/run/netns/{c}")).exists());
+    d.docker(&["rm", "-f", &c]);
+    d.docker(&["network", "rm", &net]);
 }
