@@ -228,6 +228,10 @@ async fn apply(file: &Path, id: &str, name: &str, time_nano: Option<i64>) {
         );
         match crate::attach_one(&spec, false, w.persist).await {
             Ok(Some(r)) => {
+                if !w.persist {
+                    // Remember it came from the file: its record (and MAC) outlives the container.
+                    mark_from_file(name, spec.ifname.as_str());
+                }
                 let after = time_nano
                     .map(|t| format!(" ({:.1} ms after the start event)", ms_since(t)))
                     .unwrap_or_default();
@@ -235,6 +239,17 @@ async fn apply(file: &Path, id: &str, name: &str, time_nano: Option<i64>) {
             }
             Ok(None) => {}
             Err(e) => eprintln!("pipe: watch: {name} {}: {e}", spec.ifname),
+        }
+    }
+}
+
+fn mark_from_file(label: &str, ifname: &str) {
+    if let Ok(Some(mut r)) = state::load(label, ifname)
+        && !r.from_file
+    {
+        r.from_file = true;
+        if let Err(e) = state::save(&r) {
+            warn!("watch: could not update {}: {e}", r.path().display());
         }
     }
 }
@@ -262,7 +277,7 @@ async fn died(file: &Path, id: &str, name: &str, host: &Netlink) {
         {
             warn!("watch: could not remove /var/run/netns/{n}: {e}");
         }
-        if !r.persist
+        if !r.kept()
             && let Err(e) = state::remove(&r.label, &r.ifname)
         {
             warn!("watch: could not remove {}: {e}", r.path().display());

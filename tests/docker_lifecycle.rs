@@ -316,10 +316,14 @@ fn ms_after_start(line: &str) -> f64 {
 
 /// eth1 of a container: (MAC, IPv4 addresses).
 fn eth1_of(pid: u32) -> (String, Vec<String>) {
+    eth1_of_dev(pid, "eth1")
+}
+
+fn eth1_of_dev(pid: u32, dev: &str) -> (String, Vec<String>) {
     let o = must(
         Command::new("nsenter")
             .arg(format!("--net=/proc/{pid}/ns/net"))
-            .args(["ip", "-j", "addr", "show", "dev", "eth1"]),
+            .args(["ip", "-j", "addr", "show", "dev", dev]),
     );
     let j: serde_json::Value = serde_json::from_str(&o).unwrap();
     let mac = j[0]["address"].as_str().unwrap().to_string();
@@ -429,6 +433,14 @@ fn watch_follows_the_attachments_file_and_catches_up() {
             .args(["ip", "-br", "addr", "show", "dev", "eth2"]),
     );
     assert!(o.contains("10.96.0.3/24"), "{o}");
+    // No MAC in the file: the one it got first comes back after a restart.
+    let (mac_b, _) = eth1_of_dev(d.pid_of(&b), "eth2");
+    d.docker(&["restart", "-t", "0", &b]);
+    w.line(
+        &[&b, "eth2", "after the start event"],
+        Duration::from_secs(10),
+    );
+    assert_eq!(eth1_of_dev(d.pid_of(&b), "eth2").0, mac_b);
     // U:seed MAC from the file.
     let (mac, _) = eth1_of(d.pid_of(&a));
     let probe = Container::new();
