@@ -97,6 +97,12 @@ pub struct Cli {
     #[arg(long, value_name = "N")]
     pub mtu: Option<u32>,
 
+    /// Shape the container's egress on the new interface: a token bucket (TBF) set over
+    /// netlink, no tc binary. tc's units: 10mbit, 512kbit, 1gbit (bps = bytes/s); BURST in
+    /// bytes or 64kb (default: 10 ms at RATE, at least 16 KiB).
+    #[arg(long, value_name = "RATE[/BURST]")]
+    pub rate: Option<crate::rate::Rate>,
+
     /// Mode of a macvlan (default bridge).
     #[arg(long, value_enum, value_name = "MODE")]
     pub macvlan_mode: Option<ModeArg>,
@@ -180,6 +186,17 @@ pub enum Command {
         #[arg(long, value_name = "SECS", default_value = "5")]
         timeout: f64,
     },
+    /// Attach everything in an attachments file (same format as pipe watch's) in one
+    /// process: guests resolved concurrently, one host netlink connection, each
+    /// attachment atomic on its own, a summary at the end.
+    Apply {
+        /// The attachments file (TOML, one [[attach]] table per interface).
+        #[arg(value_name = "FILE")]
+        file: std::path::PathBuf,
+        /// Record the attachments as persistent, for pipe watch.
+        #[arg(long)]
+        persist: bool,
+    },
     /// Remove what is left of attachments whose container is gone: state records,
     /// stale /var/run/netns links, bridges pipe created that nothing uses.
     Gc,
@@ -222,6 +239,43 @@ pub enum Command {
         #[arg(value_name = "ARGS", num_args = 1.., trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         args: Vec<String>,
     },
+    /// Connect two containers with one veth pair: no bridge, no host-side interface
+    ///
+    /// Each end is created directly in its container, gets its address and is brought up;
+    /// when the other end's address is outside its own prefix (e.g. 10.1.1.1/32 and
+    /// 10.1.1.2/32) it gets a host route to it. Atomic: a failure deletes the pair again.
+    #[command(after_help = LINK_HELP)]
+    Link {
+        /// The first container: PID, netns path, netns name, or Docker container name/ID.
+        #[arg(value_name = "GUEST_A")]
+        guest_a: GuestRef,
+        /// Address of the first end (IP/PREFIX, or 0/0 for none).
+        #[arg(value_name = "ADDR_A")]
+        addr_a: AddrSpec,
+        /// The second container.
+        #[arg(value_name = "GUEST_B")]
+        guest_b: GuestRef,
+        /// Address of the second end.
+        #[arg(value_name = "ADDR_B")]
+        addr_b: AddrSpec,
+        /// Interface name in the first container (and in the second, unless --peer-ifname).
+        #[arg(
+            short = 'i',
+            long = "container-ifname",
+            value_name = "IFNAME",
+            default_value = "eth1"
+        )]
+        ifname: IfName,
+        /// Interface name in the second container.
+        #[arg(long, value_name = "IFNAME")]
+        peer_ifname: Option<IfName>,
+        /// MTU of both ends (default 1500).
+        #[arg(long, value_name = "N")]
+        mtu: Option<u32>,
+        /// Seconds to wait for a starting container to get a PID.
+        #[arg(long, value_name = "SECS", default_value = "5")]
+        timeout: f64,
+    },
     /// Run the host's `tc` with these arguments inside the container's namespace
     #[command(after_help = TC_HELP)]
     Tc {
@@ -250,6 +304,11 @@ Examples:
   pipe rule web add fwmark 0x1 lookup 7
   pipe rule web -6 add to 2001:db8::/32 unreachable
   pipe rule web del priority 1000";
+
+const LINK_HELP: &str = "\
+Example (Docker's point-to-point recipe):
+  pipe link web 10.1.1.1/32 db 10.1.1.2/32
+  pipe link -i p2p0 --peer-ifname p2p0 web fd00:1::1/128 db fd00:1::2/128";
 
 const TC_HELP: &str = "\
 Example:
@@ -317,6 +376,7 @@ impl Cli {
             direct_phys: self.direct_phys,
             netns_link: !self.no_netns_link,
             timeout,
+            rate: self.rate,
         })
     }
 }
