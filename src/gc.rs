@@ -82,10 +82,15 @@ pub async fn gc(dry_run: bool) -> Result<Vec<String>> {
             && state::is_tag(l.alias.as_deref())
             && l.alias.as_deref() != Some(SHARED_TAG)
         {
-            if !dry_run && let Err(c) = host.delete_link(l.index).await {
-                fails.push(format!("host interface {h} ({c})"));
+            match if dry_run {
+                Ok(())
             } else {
-                removed.push(format!("{verb} host interface {h}"));
+                host.delete_link(l.index).await
+            } {
+                Ok(()) => removed.push(format!("{verb} host interface {h}")),
+                // The kernel took it down with the dead namespace meanwhile.
+                Err(c) if c.errno == 19 => {}
+                Err(c) => fails.push(format!("host interface {h} ({c})")),
             }
         }
         if r.kept() {
