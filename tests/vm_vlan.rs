@@ -93,7 +93,11 @@ fn vm_vlan_trunk_two_hosts_four_containers() {
     let again = ok(&a.pipe(&["eth0", &t1.pid_s(), "10.1.0.11/24", "@100"]));
     assert!(again.contains("(already attached)"), "{again}");
     let o = a.pipe(&["eth0", &t1.pid_s(), "10.1.0.11/24", "@200"]);
-    assert_fails(&o, 1, "in VLAN 100, not VLAN 200");
+    assert_fails(
+        &o,
+        1,
+        "is a macvlan on eth0.100 already, not a macvlan on eth0.200",
+    );
 
     assert!(
         t1.ping("10.1.0.13"),
