@@ -221,6 +221,27 @@ macvlan_mode = "private"
     }
 
     #[test]
+    fn documented_examples_parse() {
+        // `pipe watch --help` (and the man page) show this example.
+        let ex: String = crate::cli::WATCH_HELP
+            .lines()
+            .filter_map(|l| l.strip_prefix("  "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let v = parse(&ex, "help").unwrap();
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].1.vlan.unwrap().get(), 100);
+        // And so does the module's own.
+        let doc: String = include_str!("attachments.rs")
+            .lines()
+            .skip_while(|l| !l.starts_with("//! [[attach]]"))
+            .take_while(|l| !l.starts_with("//! ```"))
+            .map(|l| format!("{}\n", l.trim_start_matches("//!").trim_start()))
+            .collect();
+        assert_eq!(parse(&doc, "doc").unwrap().len(), 1);
+    }
+
+    #[test]
     fn spec_round_trip() {
         let t = "[[attach]]\ncontainer = \"web\"\nhost = \"mac:02:00:00:00:00:01\"\naddr = \"2001:db8::5/64@2001:db8::1\"\nvlan = 7\nhost_ifname = \"vh\"\nmac = \"02:00:00:00:00:09\"\n";
         let v = parse(t, "f").unwrap();

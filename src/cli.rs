@@ -26,6 +26,23 @@ container name or ID (DOCKER_HOST is honoured). ADDR is IP/PREFIX (IPv4 or IPv6)
 no address; @GATEWAY replaces the container's default route. MAC is 02:.. or U:seed (pipework's
 derived MAC); @VLAN is an 802.1Q id.";
 
+pub(crate) const WATCH_HELP: &str = "\
+The attachments file (TOML) has one [[attach]] table per interface; keys mirror the command line:
+
+  [[attach]]
+  container = \"web\"                    # GUEST: Docker container name or ID
+  host = \"br1\"                         # HOST_IF
+  addr = \"192.168.1.10/24@192.168.1.1\" # ADDR[@GATEWAY], or \"0/0\"
+  ifname = \"eth1\"                      # optional (-i)
+  mac = \"U:web.example.com\"            # optional
+  mtu = 1400                           # optional
+  host_ifname = \"vweb\"                 # optional (-l)
+  macvlan_mode = \"bridge\"              # optional
+  vlan = 100                           # optional
+
+It is read again at each container start. Attachments made with --persist are applied too.
+On start and after each reconnection (backoff 0.1 s to 5 s), running containers are caught up.";
+
 #[derive(Parser, Debug)]
 #[command(
     name = "pipe",
@@ -168,6 +185,7 @@ pub enum Command {
     Gc,
     /// Follow the Docker Engine's events and apply persistent attachments (--persist, and
     /// the attachments file) each time their container starts.
+    #[command(after_long_help = WATCH_HELP)]
     Watch {
         /// Declarative attachments (TOML, one [[attach]] table per interface); a missing
         /// file at the default path means none.
@@ -204,6 +222,43 @@ pub enum Command {
         #[arg(value_name = "ARGS", num_args = 1.., trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         args: Vec<String>,
     },
+    /// Connect two containers with one veth pair: no bridge, no host-side interface
+    ///
+    /// Each end is created directly in its container, gets its address and is brought up;
+    /// when the other end's address is outside its own prefix (e.g. 10.1.1.1/32 and
+    /// 10.1.1.2/32) it gets a host route to it. Atomic: a failure deletes the pair again.
+    #[command(after_help = LINK_HELP)]
+    Link {
+        /// The first container: PID, netns path, netns name, or Docker container name/ID.
+        #[arg(value_name = "GUEST_A")]
+        guest_a: GuestRef,
+        /// Address of the first end (IP/PREFIX, or 0/0 for none).
+        #[arg(value_name = "ADDR_A")]
+        addr_a: AddrSpec,
+        /// The second container.
+        #[arg(value_name = "GUEST_B")]
+        guest_b: GuestRef,
+        /// Address of the second end.
+        #[arg(value_name = "ADDR_B")]
+        addr_b: AddrSpec,
+        /// Interface name in the first container (and in the second, unless --peer-ifname).
+        #[arg(
+            short = 'i',
+            long = "container-ifname",
+            value_name = "IFNAME",
+            default_value = "eth1"
+        )]
+        ifname: IfName,
+        /// Interface name in the second container.
+        #[arg(long, value_name = "IFNAME")]
+        peer_ifname: Option<IfName>,
+        /// MTU of both ends (default 1500).
+        #[arg(long, value_name = "N")]
+        mtu: Option<u32>,
+        /// Seconds to wait for a starting container to get a PID.
+        #[arg(long, value_name = "SECS", default_value = "5")]
+        timeout: f64,
+    },
     /// Run the host's `tc` with these arguments inside the container's namespace
     #[command(after_help = TC_HELP)]
     Tc {
@@ -232,6 +287,11 @@ Examples:
   pipe rule web add fwmark 0x1 lookup 7
   pipe rule web -6 add to 2001:db8::/32 unreachable
   pipe rule web del priority 1000";
+
+const LINK_HELP: &str = "\
+Example (Docker's point-to-point recipe):
+  pipe link web 10.1.1.1/32 db 10.1.1.2/32
+  pipe link -i p2p0 --peer-ifname p2p0 web fd00:1::1/128 db fd00:1::2/128";
 
 const TC_HELP: &str = "\
 Example:

@@ -51,6 +51,11 @@ pub enum DStep {
     DeleteBridgeIfUnused {
         name: String,
     },
+    /// Delete another shared host link pipe created (an 802.1Q sub-interface)
+    /// that no other attachment uses.
+    DeleteShared {
+        name: String,
+    },
     RemoveNetnsLink {
         name: String,
     },
@@ -80,6 +85,7 @@ impl fmt::Display for DStep {
             DStep::DeleteBridgeIfUnused { name } => {
                 write!(f, "ip link del {name} (if no port is left)")
             }
+            DStep::DeleteShared { name } => write!(f, "ip link del {name}"),
             DStep::RemoveNetnsLink { name } => write!(f, "ip netns delete {name}"),
             DStep::RemoveRecord { label, ifname } => {
                 write!(f, "rm {}", state::path(label, ifname).display())
@@ -102,6 +108,8 @@ pub struct DetachFacts {
     pub host_leftover: Option<String>,
     /// The bridge the veth is in, if pipe created it (tagged) and no other record uses it.
     pub bridge_to_drop: Option<String>,
+    /// Other shared host links pipe created (VLAN sub-interfaces) that no other record uses.
+    pub shared_to_drop: Vec<String>,
     /// The /var/run/netns name to drop: pipe made it and no other record of this container is left.
     pub netns_to_drop: Option<String>,
     pub force: bool,
@@ -158,6 +166,9 @@ pub fn plan(f: &DetachFacts) -> Result<Vec<DStep>> {
     }
     if let Some(b) = &f.bridge_to_drop {
         steps.push(DStep::DeleteBridgeIfUnused { name: b.clone() });
+    }
+    for n in &f.shared_to_drop {
+        steps.push(DStep::DeleteShared { name: n.clone() });
     }
     if let Some(n) = &f.netns_to_drop {
         steps.push(DStep::RemoveNetnsLink { name: n.clone() });
@@ -316,6 +327,30 @@ pub async fn observe(
     {
         f.bridge_to_drop = Some(b.name);
     }
+    // VLAN sub-interfaces: this record's own (proof enough), or one another
+    // attach made (tagged); in both cases only when no other record uses it.
+    if let Some(r) = &record {
+        let mut cands: Vec<&String> = r.created_shared.iter().collect();
+        if !cands.contains(&&r.host_if) {
+            cands.push(&r.host_if);
+        }
+        for n in cands {
+            if f.bridge_to_drop.as_ref() == Some(n) || others.iter().any(|o| &o.host_if == n) {
+                continue;
+            }
+            let Some(l) = host
+                .link(n)
+                .await
+                .map_err(kerr(format!("looking up host interface {n}")))?
+            else {
+                continue;
+            };
+            let ours = r.created_shared.contains(n) || l.alias.as_deref() == Some(SHARED_TAG);
+            if ours && !l.is_bridge() {
+                f.shared_to_drop.push(n.clone());
+            }
+        }
+    }
     let name = netns_name.or_else(|| record.as_ref().and_then(|r| r.netns_link.clone()));
     if let Some(n) = name
         && netns::created_by_pipe(&n)
@@ -382,6 +417,17 @@ pub async fn apply(
                     }
                 }),
             DStep::DeleteBridgeIfUnused { name } => drop_bridge_if_unused(host, name).await,
+            DStep::DeleteShared { name } => host
+                .delete_link_named(name)
+                .await
+                .map(|()| Some(format!("host interface {name}")))
+                .or_else(|c| {
+                    if c.errno == 19 {
+                        Ok(None)
+                    } else {
+                        Err(format!("deleting host interface {name} ({c})"))
+                    }
+                }),
             DStep::RemoveNetnsLink { name } => netns::remove_link(name)
                 .map(|()| Some(format!("{}", netns::link_path(name).display())))
                 .map_err(|e| format!("{}: {e}", netns::link_path(name).display())),
@@ -494,6 +540,22 @@ mod tests {
         f.force = false;
         f.link = Some(l("eth1", Some("pipe:web:eth1")));
         assert!(plan(&f).is_ok());
+    }
+
+    #[test]
+    fn shared_links_go_after_the_interface_that_uses_them() {
+        let f = DetachFacts {
+            label: "web".into(),
+            ifname: "eth1".into(),
+            link: Some(l("eth1", Some("pipe:web:eth1"))),
+            shared_to_drop: vec!["eth0.100".into()],
+            ..Default::default()
+        };
+        let s = plan(&f).unwrap();
+        assert!(
+            matches!(&s[..], [DStep::DeleteGuestLink { .. }, DStep::DeleteShared { name }] if name == "eth0.100"),
+            "{s:?}"
+        );
     }
 
     #[test]

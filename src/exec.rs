@@ -371,6 +371,11 @@ impl Exec<'_> {
                     .await
                     .map_err(|c| Error::kernel(format!("reading back {name}"), c))?
                     .ok_or_else(|| Error::Refused(format!("{name} vanished after creation")))?;
+                // Ownership tag: detach and gc remove it once no attachment uses it.
+                self.host
+                    .set_alias(v.index, crate::state::SHARED_TAG, None)
+                    .await
+                    .map_err(|c| Error::kernel(format!("tagging {name}"), c))?;
                 self.host_index.insert(name.clone(), v.index);
             }
             Step::CreateIpvlan {

@@ -116,17 +116,23 @@ pub async fn gc(dry_run: bool) -> Result<Vec<String>> {
         .map_err(|c| Error::kernel("listing host interfaces", c))?;
     for b in links
         .iter()
-        .filter(|l| l.is_bridge() && l.alias.as_deref() == Some(SHARED_TAG))
+        .filter(|l| l.alias.as_deref() == Some(SHARED_TAG))
     {
-        let has_port = links.iter().any(|l| l.master == Some(b.index));
+        // A bridge with a port is in use; so is anything a remaining record names.
+        let has_port = b.is_bridge() && links.iter().any(|l| l.master == Some(b.index));
         let named = keep.iter().any(|r| r.host_if == b.name);
         if has_port || named {
             continue;
         }
-        if !dry_run && let Err(c) = host.delete_link(b.index).await {
-            fails.push(format!("bridge {} ({c})", b.name));
+        let what = if b.is_bridge() {
+            "bridge"
         } else {
-            removed.push(format!("{verb} bridge {}", b.name));
+            "host interface"
+        };
+        if !dry_run && let Err(c) = host.delete_link(b.index).await {
+            fails.push(format!("{what} {} ({c})", b.name));
+        } else {
+            removed.push(format!("{verb} {what} {}", b.name));
         }
     }
 

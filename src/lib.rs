@@ -17,6 +17,7 @@ pub mod guest;
 pub mod iproute;
 pub mod netlink;
 pub mod netns;
+pub mod p2p;
 pub mod plan;
 pub mod report;
 pub mod rerun;
@@ -197,6 +198,28 @@ fn run_command(cmd: cli::Command, dry_run: bool, json: bool) -> Result<()> {
         }
         Command::Rule { guest, args } => {
             route_cmd::run(&rt, route_cmd::Verb3::Rule, guest, args, dry_run)
+        }
+        Command::Link {
+            guest_a,
+            addr_a,
+            guest_b,
+            addr_b,
+            ifname,
+            peer_ifname,
+            mtu,
+            timeout,
+        } => {
+            let spec =
+                p2p::LinkSpec::new(guest_a, addr_a, guest_b, addr_b, ifname, peer_ifname, mtu)?;
+            let timeout = cli::secs(timeout)?;
+            if let Some(r) = rt.block_on(p2p::link(&spec, timeout, dry_run))? {
+                if json {
+                    println!("{}", serde_json::to_string(&r).unwrap_or_default());
+                } else {
+                    println!("{}", r.line());
+                }
+            }
+            Ok(())
         }
         Command::Tc { guest, args } => {
             route_cmd::run(&rt, route_cmd::Verb3::Tc, guest, args, dry_run)

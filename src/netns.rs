@@ -3,12 +3,12 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use log::debug;
-use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::mount::{MntFlags, umount2};
 use nix::sched::{CloneFlags, setns};
 
 pub const NETNS_RUN_DIR: &str = "/var/run/netns";
@@ -99,8 +99,8 @@ pub enum LinkState {
     Missing,
     /// Already a link to this very namespace.
     Same,
-    /// A link to another namespace in which no process runs any more (e.g. the
-    /// container restarted), or an empty file left by a crash.
+    /// A dangling symlink (the process is gone), or a symlink pipe made for this
+    /// name that now leads to another namespace (the container restarted).
     Stale,
     /// A link to another namespace that is still in use.
     Other,
@@ -112,9 +112,17 @@ pub fn link_path(name: &str) -> PathBuf {
 
 pub fn link_state(name: &str, ns: &Netns) -> io::Result<LinkState> {
     let p = link_path(name);
-    let md = match std::fs::metadata(&p) {
+    let lmd = match std::fs::symlink_metadata(&p) {
         Ok(md) => md,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(LinkState::Missing),
+        Err(e) => return Err(e),
+    };
+    let md = match std::fs::metadata(&p) {
+        Ok(md) => md,
+        // A symlink to /proc/PID/ns/net of a process that is gone: harmless.
+        Err(e) if e.kind() == io::ErrorKind::NotFound && lmd.file_type().is_symlink() => {
+            return Ok(LinkState::Stale);
+        }
         Err(e) => return Err(e),
     };
     let id = NsId {
@@ -124,20 +132,13 @@ pub fn link_state(name: &str, ns: &Netns) -> io::Result<LinkState> {
     if id == ns.id {
         return Ok(LinkState::Same);
     }
-    // Only links pipe made itself are ever replaced: a namespace made with
-    // `ip netns add` has no process in it either, and is not ours to drop.
-    if !created_by_pipe(name) {
-        return Ok(LinkState::Other);
-    }
-    if id.dev != ns.id.dev {
-        // Not an nsfs file: the placeholder of a bind mount that is gone.
+    // A symlink pipe made for this name that now leads elsewhere: the container
+    // restarted and its old PID was reused. Anything else (`ip netns add`,
+    // `ip netns attach`, another tool's link) is not ours to replace.
+    if lmd.file_type().is_symlink() && created_by_pipe(name) {
         return Ok(LinkState::Stale);
     }
-    Ok(if any_process_in(id) {
-        LinkState::Other
-    } else {
-        LinkState::Stale
-    })
+    Ok(LinkState::Other)
 }
 
 /// Where pipe notes the /var/run/netns links it made.
@@ -172,62 +173,18 @@ pub fn any_process_in(id: NsId) -> bool {
     false
 }
 
-/// Make /var/run/netns a shared mount point, as iproute2 does, so that links
-/// made here show up in other mount namespaces too.
-fn prepare_run_dir() -> io::Result<()> {
-    std::fs::create_dir_all(NETNS_RUN_DIR)?;
-    let flags = MsFlags::MS_SHARED | MsFlags::MS_REC;
-    match mount(
-        None::<&str>,
-        NETNS_RUN_DIR,
-        None::<&str>,
-        flags,
-        None::<&str>,
-    ) {
-        Ok(()) => Ok(()),
-        Err(nix::errno::Errno::EINVAL) => {
-            // Not a mount point yet: bind it onto itself, then share it.
-            mount(
-                Some(NETNS_RUN_DIR),
-                NETNS_RUN_DIR,
-                None::<&str>,
-                MsFlags::MS_BIND | MsFlags::MS_REC,
-                None::<&str>,
-            )?;
-            mount(
-                None::<&str>,
-                NETNS_RUN_DIR,
-                None::<&str>,
-                flags,
-                None::<&str>,
-            )?;
-            Ok(())
-        }
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// Bind-mount the namespace we hold at /var/run/netns/NAME (through our own
-/// descriptor, so a recycled PID can never be linked by mistake).
+/// Link /var/run/netns/NAME to the namespace as pipework did: a symlink to
+/// /proc/PID/ns/net. Unlike a bind mount (`ip netns attach`), a symlink does not
+/// keep the namespace alive, so `docker stop` still tears the container's
+/// network down, host-side veth ends included; once the process is gone the
+/// link dangles and the next attach replaces it. pipe itself never acts through
+/// the link (it holds the namespace's descriptor), so a recycled PID cannot
+/// misdirect an attach.
 pub fn create_link(name: &str, ns: &Netns) -> io::Result<()> {
-    prepare_run_dir()?;
+    std::fs::create_dir_all(NETNS_RUN_DIR)?;
     let p = link_path(name);
     debug!("netns: link {} -> {}", p.display(), ns.path.display());
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&p)?;
-    let src = format!("/proc/self/fd/{}", ns.fd.as_raw_fd());
-    if let Err(e) = mount(
-        Some(src.as_str()),
-        &p,
-        None::<&str>,
-        MsFlags::MS_BIND,
-        None::<&str>,
-    ) {
-        let _ = std::fs::remove_file(&p);
-        return Err(e.into());
-    }
+    std::os::unix::fs::symlink(&ns.path, &p)?;
     let m = marker_path(name);
     let r = m
         .parent()
@@ -241,11 +198,18 @@ pub fn create_link(name: &str, ns: &Netns) -> io::Result<()> {
     Ok(())
 }
 
-/// Remove /var/run/netns/NAME (unmount, then unlink).
+/// Remove /var/run/netns/NAME (a symlink; a bind mount is unmounted first).
 pub fn remove_link(name: &str) -> io::Result<()> {
     let p = link_path(name);
     debug!("netns: unlink {}", p.display());
-    match umount2(&p, MntFlags::MNT_DETACH) {
+    let is_symlink = std::fs::symlink_metadata(&p)
+        .map(|m| m.file_type().is_symlink())
+        .unwrap_or(false);
+    match if is_symlink {
+        Ok(())
+    } else {
+        umount2(&p, MntFlags::MNT_DETACH)
+    } {
         Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
         Err(e) => return Err(e.into()),
     }

@@ -64,7 +64,7 @@ impl NsRef {
             NsRef::Path(p) => format!("nsenter --net={p}"),
         }
     }
-    fn netns_arg(&self) -> String {
+    pub fn netns_arg(&self) -> String {
         match self {
             NsRef::Named(n) => n.clone(),
             NsRef::Path(p) => p.clone(),

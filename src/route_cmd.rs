@@ -37,6 +37,11 @@ impl Verb3 {
     }
 }
 
+/// A word for a shell command line (quoted only when needed).
+pub fn shell_quote(s: &str) -> String {
+    iproute::shell_word(s)
+}
+
 /// How the operator reaches the container's namespace from a shell: its
 /// /var/run/netns name when one points at it, else its nsfs path.
 pub fn ns_ref(guest: &GuestRef, target: &Target) -> NsRef {

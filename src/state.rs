@@ -266,7 +266,9 @@ pub fn after_attach(
     r.persist |= persist;
     for s in &plan.steps {
         match s {
-            Step::CreateBridge { name } if !r.created_shared.contains(&name.to_string()) => {
+            Step::CreateBridge { name } | Step::CreateVlan { name, .. }
+                if !r.created_shared.contains(&name.to_string()) =>
+            {
                 r.created_shared.push(name.to_string())
             }
             Step::LinkNetns { name, .. } => r.netns_link = Some(name.clone()),

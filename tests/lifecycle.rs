@@ -334,3 +334,19 @@ fn state_dir_option_is_used() {
     h.ok(&["detach", "--state-dir", &dir, &c.pid_s()]);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn gc_removes_unused_shared_links_pipe_tagged_only() {
+    // Stands in for an 802.1Q sub-interface pipe created (this kernel has no VLAN):
+    // any host link tagged pipe:shared that no record names is garbage.
+    let h = Host::new();
+    h.ns.ip(&["link", "add", "shx", "type", "veth", "peer", "name", "shy"]);
+    h.ns.ip(&["link", "set", "shx", "alias", "pipe:shared"]);
+    h.ns.ip(&["link", "add", "brkeep", "type", "bridge"]);
+    let dry = h.ok(&["gc", "--dry-run"]);
+    assert_eq!(dry.trim(), "would remove host interface shx", "{dry}");
+    h.ok(&["gc"]);
+    let links = h.ns.links();
+    assert!(!links.contains(&"shx".to_string()), "{links:?}");
+    assert!(links.contains(&"brkeep".to_string()), "{links:?}");
+}

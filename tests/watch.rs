@@ -1,0 +1,466 @@
+//! `pipe watch` against real Docker Engines.
+//!
+//! Each test starts a private dockerd of its own, inside a network namespace
+//! of its own, with its own --data-root, --exec-root, socket and pidfile: the
+//! dockerd-restart test stops and starts its daemon, which must never happen
+//! to the shared test Engine (tests/docker/up.sh), and no test here depends on
+//! another. `pipe watch` runs in the daemon's namespace (where the host ends
+//! of the containers' interfaces live) with DOCKER_HOST pointing at it.
+//!
+//! When dockerd is missing or does not come up, every test here FAILS with
+//! the reason (never passes silently). ./tests/run.sh installs docker.io.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc::{Receiver, channel};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const IMAGE: &str = "local/busybox:latest";
+
+/// A private Docker Engine in its own network namespace.
+struct Daemon {
+    ns: Ns,
+    root: PathBuf,
+    child: Option<Child>,
+}
+
+impl Daemon {
+    fn sock(&self) -> String {
+        format!("{}/docker.sock", self.root.display())
+    }
+
+    fn host(&self) -> String {
+        format!("unix://{}", self.sock())
+    }
+
+    fn start() -> Daemon {
+        require_root();
+        assert!(
+            Path::new("/usr/sbin/dockerd").exists() || which("dockerd"),
+            "dockerd is not installed: apt-get install docker.io (./tests/run.sh does)"
+        );
+        let ns = Ns::new("wd");
+        // Short paths: containerd's socket lives under the exec root (108-byte limit).
+        let root = PathBuf::from(format!("/run/pw-{}", ns.name));
+        std::fs::create_dir_all(&root).unwrap();
+        let mut d = Daemon {
+            ns,
+            root,
+            child: None,
+        };
+        d.spawn();
+        d.import_image();
+        d
+    }
+
+    /// Start dockerd (again) with the same directories.
+    fn spawn(&mut self) {
+        let r = self.root.display().to_string();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(format!("{r}/dockerd.log"))
+            .unwrap();
+        let child = Command::new("nsenter")
+            .arg(format!("--net={}", self.ns.path()))
+            .args([
+                "dockerd",
+                "--host",
+                &self.host(),
+                "--data-root",
+                &format!("/var/lib/pw-{}", self.ns.name),
+                "--exec-root",
+                &format!("{r}/x"),
+                "--pidfile",
+                &format!("{r}/docker.pid"),
+                "--bridge=none",
+                "--iptables=false",
+                "--shutdown-timeout",
+                "1",
+            ])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("starting dockerd");
+        self.child = Some(child);
+        let t = Instant::now();
+        loop {
+            let o = self.docker_out(&["version", "--format", "{{.Server.Version}}"]);
+            if o.status.success() {
+                break;
+            }
+            if t.elapsed() > Duration::from_secs(30) {
+                let log = std::fs::read_to_string(format!("{r}/dockerd.log")).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(5).collect();
+                panic!(
+                    "private dockerd did not answer within 30 s: {}; log tail: {tail:?}",
+                    stderr(&o).trim()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Stop dockerd (SIGTERM, as systemd would) and wait until it has exited.
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_secs(20) {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn import_image(&self) {
+        let dir = self.root.join("img");
+        let bin = dir.join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::copy("/bin/busybox", bin.join("busybox"))
+            .expect("a static /bin/busybox (apt-get install busybox-static)");
+        for a in ["sh", "sleep", "ip"] {
+            std::os::unix::fs::symlink("busybox", bin.join(a)).unwrap();
+        }
+        let tar = self.root.join("busybox.tar");
+        must(Command::new("tar").args([
+            "-C",
+            &dir.display().to_string(),
+            "-cf",
+            &tar.display().to_string(),
+            ".",
+        ]));
+        self.docker(&["import", &tar.display().to_string(), IMAGE]);
+    }
+
+    fn docker_out(&self, args: &[&str]) -> Output {
+        run(Command::new("docker")
+            .env("DOCKER_HOST", self.host())
+            .args(args))
+    }
+
+    fn docker(&self, args: &[&str]) -> String {
+        let o = self.docker_out(args);
+        assert!(
+            o.status.success(),
+            "docker {args:?}: {}{}",
+            stdout(&o),
+            stderr(&o)
+        );
+        stdout(&o)
+    }
+
+    fn pid_of(&self, name: &str) -> u32 {
+        self.docker(&["inspect", "--format", "{{.State.Pid}}", name])
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    fn state_dir(&self) -> String {
+        format!("{}/state", self.root.display())
+    }
+
+    /// `pipe ARGS` in the daemon's namespace, against this daemon.
+    fn pipe(&self, args: &[&str]) -> String {
+        let o = self.ns.pipe_env(
+            args,
+            &[
+                ("DOCKER_HOST", &self.host()),
+                ("PIPE_STATE_DIR", &self.state_dir()),
+            ],
+        );
+        assert!(
+            o.status.success(),
+            "pipe {args:?}: {}{}",
+            stdout(&o),
+            stderr(&o)
+        );
+        stdout(&o)
+    }
+
+    fn watch(&self, file: &str) -> Watch {
+        let mut child = Command::new("nsenter")
+            .arg(format!("--net={}", self.ns.path()))
+            .args([BIN, "watch", "--file", file])
+            .env("DOCKER_HOST", self.host())
+            .env("PIPE_STATE_DIR", self.state_dir())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, rx) = channel();
+        let out = child.stdout.take().unwrap();
+        let tx2 = tx.clone();
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(l);
+            }
+        });
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for l in BufReader::new(err).lines().map_while(Result::ok) {
+                let _ = tx2.send(format!("stderr: {l}"));
+            }
+        });
+        Watch { child, rx }
+    }
+
+    /// Run a container (`--net=none`) with a unique name.
+    fn run(&self, extra: &[&str]) -> String {
+        let name = unique("wc");
+        let mut args = vec!["run", "-d", "--net=none", "--name", &name];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&[IMAGE, "sleep", "1000"]);
+        self.docker(&args);
+        name
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            let ids = self.docker_out(&["ps", "-aq"]);
+            let ids: Vec<String> = stdout(&ids).split_whitespace().map(String::from).collect();
+            if !ids.is_empty() {
+                let mut a = vec!["rm", "-f"];
+                a.extend(ids.iter().map(String::as_str));
+                let _ = self.docker_out(&a);
+            }
+        }
+        self.stop();
+        // Links pipe made for this daemon's containers.
+        if let Ok(rd) = std::fs::read_dir(format!("{}/netns", self.state_dir())) {
+            for e in rd.flatten() {
+                let _ = Command::new("ip")
+                    .args(["netns", "del"])
+                    .arg(e.file_name())
+                    .status();
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.root);
+        let _ = std::fs::remove_dir_all(format!("/var/lib/pw-{}", self.ns.name));
+    }
+}
+
+fn which(p: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {p}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// A running `pipe watch`, killed on drop; its output lines arrive on `rx`.
+struct Watch {
+    child: Child,
+    rx: Receiver<String>,
+}
+
+impl Watch {
+    /// The next stdout line containing all of `needles` (stderr lines are logged and skipped).
+    fn line(&self, needles: &[&str], within: Duration) -> String {
+        let t = Instant::now();
+        let mut seen = Vec::new();
+        while let Some(left) = within.checked_sub(t.elapsed()) {
+            match self.rx.recv_timeout(left) {
+                Ok(l) => {
+                    eprintln!("watch: {l}");
+                    if !l.starts_with("stderr: ") && needles.iter().all(|n| l.contains(n)) {
+                        return l;
+                    }
+                    seen.push(l);
+                }
+                Err(_) => break,
+            }
+        }
+        panic!("no watch line with {needles:?} within {within:?}; saw {seen:?}");
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The ms figure of "... (12.3 ms after the start event)".
+fn ms_after_start(line: &str) -> f64 {
+    let i = line.find(" ms after the start event").expect(line);
+    let start = line[..i].rfind('(').unwrap() + 1;
+    line[start..i].parse().unwrap()
+}
+
+/// eth1 of a container: (MAC, IPv4 addresses).
+fn eth1_of(pid: u32) -> (String, Vec<String>) {
+    let o = must(
+        Command::new("nsenter")
+            .arg(format!("--net=/proc/{pid}/ns/net"))
+            .args(["ip", "-j", "addr", "show", "dev", "eth1"]),
+    );
+    let j: serde_json::Value = serde_json::from_str(&o).unwrap();
+    let mac = j[0]["address"].as_str().unwrap().to_string();
+    let addrs = j[0]["addr_info"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["family"] == "inet")
+        .map(|a| format!("{}/{}", a["local"].as_str().unwrap(), a["prefixlen"]))
+        .collect();
+    (mac, addrs)
+}
+
+fn ports(ns: &Ns, br: &str) -> Vec<String> {
+    link_names(&ns.ipj(&["link", "show", "master", br]))
+}
+
+fn empty_file(d: &Daemon) -> String {
+    let f = format!("{}/attachments.toml", d.root.display());
+    std::fs::write(&f, "# none\n").unwrap();
+    f
+}
+
+#[test]
+fn watch_reapplies_after_restart_and_stop_start() {
+    let d = Daemon::start();
+    let c = d.run(&[]);
+    let br = unique("br");
+    let out = d.pipe(&[&br, &c, "10.95.0.2/24@10.95.0.1", "--persist"]);
+    let (mac, addrs) = eth1_of(d.pid_of(&c));
+    assert!(out.contains(&mac), "{out}");
+    assert_eq!(addrs, ["10.95.0.2/24"]);
+
+    let w = d.watch(&empty_file(&d));
+    // Catch-up at start: already attached, nothing changes.
+    w.line(&[&c, "already attached"], Duration::from_secs(10));
+
+    let mut times = Vec::new();
+    for how in ["restart", "stop+start"] {
+        if how == "restart" {
+            d.docker(&["restart", "-t", "0", &c]);
+        } else {
+            d.docker(&["stop", "-t", "0", &c]);
+            d.docker(&["start", &c]);
+        }
+        let l = w.line(&[&c, "after the start event"], Duration::from_secs(10));
+        let ms = ms_after_start(&l);
+        eprintln!("{how}: interface back {ms} ms after the start event");
+        times.push(ms);
+        let (mac2, addrs2) = eth1_of(d.pid_of(&c));
+        assert_eq!(mac2, mac, "MAC changed across {how}");
+        assert_eq!(addrs2, ["10.95.0.2/24"], "after {how}");
+        // The old namespace's host end is gone: one port on the bridge.
+        let t = Instant::now();
+        while ports(&d.ns, &br).len() != 1 && t.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(ports(&d.ns, &br).len(), 1, "{:?}", ports(&d.ns, &br));
+    }
+    for ms in &times {
+        assert!(
+            *ms < 1000.0,
+            "re-attach took {ms} ms after the start event: {times:?}"
+        );
+    }
+}
+
+#[test]
+fn watch_follows_the_attachments_file_and_catches_up() {
+    let d = Daemon::start();
+    let a = d.run(&[]);
+    let b = unique("wc");
+    let br = unique("br");
+    let file = format!("{}/attachments.toml", d.root.display());
+    std::fs::write(
+        &file,
+        format!(
+            "[[attach]]\ncontainer = \"{a}\"\nhost = \"{br}\"\naddr = \"10.96.0.2/24\"\nmac = \"U:{a}\"\n\n\
+             [[attach]]\ncontainer = \"{b}\"\nhost = \"{br}\"\naddr = \"10.96.0.3/24\"\nifname = \"eth2\"\n"
+        ),
+    )
+    .unwrap();
+    // --once: catch up and exit.
+    let once = d.pipe(&["watch", "--once", "--file", &file]);
+    assert!(once.contains(&a) && once.contains("10.96.0.2/24"), "{once}");
+    let w = d.watch(&file);
+    w.line(&[&a, "already attached"], Duration::from_secs(10));
+    // A container that starts later gets its entry from the event.
+    d.docker(&[
+        "run",
+        "-d",
+        "--net=none",
+        "--name",
+        &b,
+        IMAGE,
+        "sleep",
+        "1000",
+    ]);
+    let l = w.line(
+        &[&b, "eth2", "after the start event"],
+        Duration::from_secs(10),
+    );
+    eprintln!("new container: {l}");
+    let o = must(
+        Command::new("nsenter")
+            .arg(format!("--net=/proc/{}/ns/net", d.pid_of(&b)))
+            .args(["ip", "-br", "addr", "show", "dev", "eth2"]),
+    );
+    assert!(o.contains("10.96.0.3/24"), "{o}");
+    // U:seed MAC from the file.
+    let (mac, _) = eth1_of(d.pid_of(&a));
+    let probe = Container::new();
+    let want = stdout(
+        &d.ns
+            .pipe(&["--dry-run", &br, &probe.pid_s(), "0/0", &format!("U:{a}")]),
+    );
+    assert!(want.contains(&mac), "{mac} not in {want}");
+    // A broken file is refused at start, naming the place.
+    std::fs::write(&file, "[[attach]]\ncontainer = 1\n").unwrap();
+    let o = d.ns.pipe_env(
+        &["watch", "--file", &file],
+        &[
+            ("DOCKER_HOST", &d.host()),
+            ("PIPE_STATE_DIR", &d.state_dir()),
+        ],
+    );
+    assert_fails(&o, 2, "line 2");
+}
+
+#[test]
+fn watch_catches_up_after_dockerd_restarts() {
+    let mut d = Daemon::start();
+    let c = d.run(&["--restart=always"]);
+    let br = unique("br");
+    d.pipe(&[&br, &c, "10.97.0.2/24", "--persist"]);
+    let (mac, _) = eth1_of(d.pid_of(&c));
+    let w = d.watch(&empty_file(&d));
+    w.line(&[&c, "already attached"], Duration::from_secs(10));
+
+    // The daemon goes away (its containers stop with it) and comes back,
+    // restarting the container before or after watch has reconnected.
+    d.stop();
+    let t = Instant::now();
+    d.spawn();
+    let l = w.line(&[&c, "eth1"], Duration::from_secs(20));
+    eprintln!(
+        "after dockerd restart: {l} ({:?} after dockerd was started again)",
+        t.elapsed()
+    );
+    let (mac2, addrs) = eth1_of(d.pid_of(&c));
+    assert_eq!(mac2, mac);
+    assert_eq!(addrs, ["10.97.0.2/24"]);
+}
