@@ -16,6 +16,9 @@ _pipe() {
             ",$1")
                 cmd="pipe"
                 ;;
+            pipe,apply)
+                cmd="pipe__subcmd__apply"
+                ;;
             pipe,detach)
                 cmd="pipe__subcmd__detach"
                 ;;
@@ -44,7 +47,7 @@ _pipe() {
 
     case "${cmd}" in
         pipe)
-            opts="-i -l -a -n -v -h -V --container-ifname --host-ifname --family --mtu --macvlan-mode --ipvlan --direct-phys --dry-run --verbose --json --no-netns-link --timeout --wait --persist --state-dir --generate --help --version detach gc watch route rule link tc"
+            opts="-i -l -a -n -v -h -V --container-ifname --host-ifname --family --mtu --rate --macvlan-mode --ipvlan --direct-phys --dry-run --verbose --json --no-netns-link --timeout --wait --persist --state-dir --generate --help --version detach apply gc watch route rule link tc"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -78,6 +81,10 @@ _pipe() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --rate)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --macvlan-mode)
                     COMPREPLY=($(compgen -W "bridge private vepa passthru" -- "${cur}"))
                     return 0
@@ -96,6 +103,24 @@ _pipe() {
                     ;;
                 --generate)
                     COMPREPLY=($(compgen -W "man bash zsh fish" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        pipe__subcmd__apply)
+            opts="-n -v -h --persist --dry-run --verbose --json --state-dir --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 *)

@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_pipe_global_optspecs
-    string join \n i/container-ifname= l/host-ifname= a/family= mtu= macvlan-mode= ipvlan= direct-phys n/dry-run v/verbose json no-netns-link timeout= wait persist state-dir= generate= h/help V/version
+    string join \n i/container-ifname= l/host-ifname= a/family= mtu= rate= macvlan-mode= ipvlan= direct-phys n/dry-run v/verbose json no-netns-link timeout= wait persist state-dir= generate= h/help V/version
 end
 
 function __fish_pipe_needs_command
@@ -29,6 +29,7 @@ complete -c pipe -n "__fish_pipe_needs_command" -s l -l host-ifname -d 'Host-sid
 complete -c pipe -n "__fish_pipe_needs_command" -s a -l family -d 'Address family, accepted for pipework compatibility (inferred from ADDR)' -r -f -a "4\t''
 6\t''"
 complete -c pipe -n "__fish_pipe_needs_command" -l mtu -d 'MTU of the new interface (default: the bridge\'s or parent\'s MTU)' -r
+complete -c pipe -n "__fish_pipe_needs_command" -l rate -d 'Shape the container\'s egress on the new interface: a token bucket (TBF) set over netlink, no tc binary. tc\'s units: 10mbit, 512kbit, 1gbit (bps = bytes/s); BURST in bytes or 64kb (default: 10 ms at RATE, at least 16 KiB)' -r
 complete -c pipe -n "__fish_pipe_needs_command" -l macvlan-mode -d 'Mode of a macvlan (default bridge)' -r -f -a "bridge\t''
 private\t''
 vepa\t''
@@ -52,6 +53,7 @@ complete -c pipe -n "__fish_pipe_needs_command" -l persist -d 'Keep this attachm
 complete -c pipe -n "__fish_pipe_needs_command" -s h -l help -d 'Print help'
 complete -c pipe -n "__fish_pipe_needs_command" -s V -l version -d 'Print version'
 complete -c pipe -n "__fish_pipe_needs_command" -a "detach" -d 'Remove an interface pipe attached: both ends, a bridge pipe created once it has no port left, the /var/run/netns link; the replaced default route is put back'
+complete -c pipe -n "__fish_pipe_needs_command" -a "apply" -d 'Attach everything in an attachments file (same format as pipe watch\'s) in one process: guests resolved concurrently, one host netlink connection, each attachment atomic on its own, a summary at the end'
 complete -c pipe -n "__fish_pipe_needs_command" -a "gc" -d 'Remove what is left of attachments whose container is gone: state records, stale /var/run/netns links, bridges pipe created that nothing uses'
 complete -c pipe -n "__fish_pipe_needs_command" -a "watch" -d 'Follow the Docker Engine\'s events and apply persistent attachments (--persist, and the attachments file) each time their container starts'
 complete -c pipe -n "__fish_pipe_needs_command" -a "route" -d 'Add, delete or replace a route inside the container, over netlink'
@@ -66,6 +68,12 @@ complete -c pipe -n "__fish_pipe_using_subcommand detach" -s n -l dry-run -d 'Pr
 complete -c pipe -n "__fish_pipe_using_subcommand detach" -s v -l verbose -d 'More logging (-v: info, -vv: debug, -vvv: trace); RUST_LOG also works'
 complete -c pipe -n "__fish_pipe_using_subcommand detach" -l json -d 'Print the result as one JSON object'
 complete -c pipe -n "__fish_pipe_using_subcommand detach" -s h -l help -d 'Print help'
+complete -c pipe -n "__fish_pipe_using_subcommand apply" -l state-dir -d 'Where pipe keeps its records of what it created' -r -F
+complete -c pipe -n "__fish_pipe_using_subcommand apply" -l persist -d 'Record the attachments as persistent, for pipe watch'
+complete -c pipe -n "__fish_pipe_using_subcommand apply" -s n -l dry-run -d 'Print the plan as equivalent ip commands and change nothing'
+complete -c pipe -n "__fish_pipe_using_subcommand apply" -s v -l verbose -d 'More logging (-v: info, -vv: debug, -vvv: trace); RUST_LOG also works'
+complete -c pipe -n "__fish_pipe_using_subcommand apply" -l json -d 'Print the result as one JSON object'
+complete -c pipe -n "__fish_pipe_using_subcommand apply" -s h -l help -d 'Print help'
 complete -c pipe -n "__fish_pipe_using_subcommand gc" -l state-dir -d 'Where pipe keeps its records of what it created' -r -F
 complete -c pipe -n "__fish_pipe_using_subcommand gc" -s n -l dry-run -d 'Print the plan as equivalent ip commands and change nothing'
 complete -c pipe -n "__fish_pipe_using_subcommand gc" -s v -l verbose -d 'More logging (-v: info, -vv: debug, -vvv: trace); RUST_LOG also works'

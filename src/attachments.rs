@@ -52,6 +52,9 @@ pub struct Entry {
     pub ipvlan: Option<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub direct_phys: bool,
+    /// `--rate RATE[/BURST]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -77,6 +80,7 @@ impl Entry {
                 .then(|| s.macvlan_mode.as_str().to_string()),
             ipvlan: s.ipvlan.map(|m| m.as_str().to_string()),
             direct_phys: s.direct_phys,
+            rate: s.rate.map(|r| r.to_string()),
         }
     }
 
@@ -133,6 +137,12 @@ impl Entry {
             direct_phys: self.direct_phys,
             netns_link: true,
             timeout: Duration::from_secs(5),
+            rate: self
+                .rate
+                .as_deref()
+                .map(str::parse)
+                .transpose()
+                .map_err(|e| f("rate", e))?,
         })
     }
 }

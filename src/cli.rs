@@ -97,6 +97,12 @@ pub struct Cli {
     #[arg(long, value_name = "N")]
     pub mtu: Option<u32>,
 
+    /// Shape the container's egress on the new interface: a token bucket (TBF) set over
+    /// netlink, no tc binary. tc's units: 10mbit, 512kbit, 1gbit (bps = bytes/s); BURST in
+    /// bytes or 64kb (default: 10 ms at RATE, at least 16 KiB).
+    #[arg(long, value_name = "RATE[/BURST]")]
+    pub rate: Option<crate::rate::Rate>,
+
     /// Mode of a macvlan (default bridge).
     #[arg(long, value_enum, value_name = "MODE")]
     pub macvlan_mode: Option<ModeArg>,
@@ -179,6 +185,17 @@ pub enum Command {
         /// Seconds to wait for a starting container to get a PID.
         #[arg(long, value_name = "SECS", default_value = "5")]
         timeout: f64,
+    },
+    /// Attach everything in an attachments file (same format as pipe watch's) in one
+    /// process: guests resolved concurrently, one host netlink connection, each
+    /// attachment atomic on its own, a summary at the end.
+    Apply {
+        /// The attachments file (TOML, one [[attach]] table per interface).
+        #[arg(value_name = "FILE")]
+        file: std::path::PathBuf,
+        /// Record the attachments as persistent, for pipe watch.
+        #[arg(long)]
+        persist: bool,
     },
     /// Remove what is left of attachments whose container is gone: state records,
     /// stale /var/run/netns links, bridges pipe created that nothing uses.
@@ -359,6 +376,7 @@ impl Cli {
             direct_phys: self.direct_phys,
             netns_link: !self.no_netns_link,
             timeout,
+            rate: self.rate,
         })
     }
 }

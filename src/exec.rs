@@ -595,6 +595,24 @@ impl Exec<'_> {
                 })?;
                 undo.push(Undo::AddAddress(idx, *addr));
             }
+            Step::Shape {
+                ifname,
+                rate,
+                burst,
+                limit,
+            } => {
+                let idx = self.guest_index()?;
+                self.guest
+                    .set_tbf(idx, rate.bytes_per_sec, *burst, *limit)
+                    .await
+                    .map_err(|c| {
+                        Error::kernel(
+                            format!("shaping {ifname} in container {label} to {rate}"),
+                            c,
+                        )
+                        .with_hint("the kernel needs the tbf qdisc (CONFIG_NET_SCH_TBF)")
+                    })?;
+            }
             Step::Announce { ifname, addr } => {
                 // A nudge, like pipework's `arping ... || true`: a failure to
                 // send is logged, never a reason to undo a working attach.

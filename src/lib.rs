@@ -4,6 +4,7 @@
 //! `facts` observes, `plan` decides, `exec` mutates through `netlink`/`netns`.
 
 pub mod announce;
+pub mod apply;
 pub mod attachments;
 pub mod cli;
 pub mod detach;
@@ -19,6 +20,7 @@ pub mod netlink;
 pub mod netns;
 pub mod p2p;
 pub mod plan;
+pub mod rate;
 pub mod report;
 pub mod rerun;
 pub mod route_cmd;
@@ -179,6 +181,31 @@ fn run_command(cmd: cli::Command, dry_run: bool, json: bool) -> Result<()> {
             }
             Ok(())
         }
+        Command::Apply { file, persist } => {
+            let sum = rt.block_on(apply::apply(&file, dry_run, persist))?;
+            if dry_run {
+                return Ok(());
+            }
+            if json {
+                println!("{}", serde_json::to_string(&sum).unwrap_or_default());
+            } else {
+                for r in &sum.results {
+                    println!("{}", r.line());
+                }
+                for e in &sum.errors {
+                    eprintln!("pipe: {e}");
+                }
+                println!("{}", sum.line());
+            }
+            if sum.failed > 0 {
+                return Err(Error::Refused(format!(
+                    "{} of {} attachments failed (each was rolled back; the others stay)",
+                    sum.failed,
+                    sum.failed + sum.attached + sum.already_attached
+                )));
+            }
+            Ok(())
+        }
         Command::Gc => {
             let removed = rt.block_on(gc::gc(dry_run))?;
             if json {
@@ -256,11 +283,23 @@ pub async fn attach_one(
     persist: bool,
 ) -> Result<Option<report::Report>> {
     let target = guest::resolve(&spec.guest, spec.timeout).await?;
+    let host =
+        Netlink::current().map_err(|c| Error::kernel("opening a netlink socket on the host", c))?;
+    attach_resolved(spec, target, &host, dry_run, persist).await
+}
+
+/// The rest of an attach once the guest is resolved, on a given host
+/// connection (`pipe apply` shares one across many attachments).
+pub async fn attach_resolved(
+    spec: &AttachSpec,
+    target: guest::Target,
+    host: &Netlink,
+    dry_run: bool,
+    persist: bool,
+) -> Result<Option<report::Report>> {
     if let Some(n) = &target.note {
         eprintln!("pipe: note: {n}");
     }
-    let host =
-        Netlink::current().map_err(|c| Error::kernel("opening a netlink socket on the host", c))?;
     let sock = netns::socket_in(&target.netns).map_err(|e| {
         Error::kernel(
             format!("entering the network namespace of {}", target.label),
@@ -270,7 +309,7 @@ pub async fn attach_one(
     let guest = Netlink::from_socket(sock)
         .map_err(|c| Error::kernel("opening a netlink socket in the container", c))?;
 
-    let facts = facts::observe(spec, &target, &host, &guest).await?;
+    let facts = facts::observe(spec, &target, host, &guest).await?;
     let ns = match (&target.link_name, spec.netns_link) {
         (Some(n), true) => NsRef::Named(n.clone()),
         _ => match &spec.guest {
@@ -280,7 +319,7 @@ pub async fn attach_one(
     };
     let (plan, old) = match &facts.guest_ifname_taken {
         Some(link) => {
-            let ex = facts::existing(spec, &target, link, &facts.host_veth, &host, &guest).await?;
+            let ex = facts::existing(spec, &target, link, &facts.host_veth, host, &guest).await?;
             let old = ex.record.clone();
             (rerun::plan(spec, &facts, &ex, ns, &target.label)?, old)
         }
@@ -297,7 +336,7 @@ pub async fn attach_one(
         return Ok(None);
     }
     let noop = rerun::is_noop(&plan);
-    let applied = exec::apply(&plan, &target, &host, &guest).await?;
+    let applied = exec::apply(&plan, &target, host, &guest).await?;
     let mut r = report::Report::new(spec, &target, &plan, &applied);
     r.already_attached = noop;
     let rec = state::after_attach(spec, &target, &plan, &applied, old.clone(), persist);

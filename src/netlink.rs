@@ -921,3 +921,55 @@ impl Netlink {
             .collect())
     }
 }
+
+impl Netlink {
+    /// `tc qdisc replace dev INDEX root tbf rate R burst B limit L`: egress
+    /// shaping with a token bucket, no `tc` binary. netlink-packet-route has
+    /// no TBF type, so the options are emitted by hand (`struct tc_tbf_qopt`).
+    pub async fn set_tbf(
+        &self,
+        index: u32,
+        bytes_per_sec: u64,
+        burst: u32,
+        limit: u32,
+    ) -> NlResult<()> {
+        use netlink_packet_core::DefaultNla;
+        use netlink_packet_route::tc::{TcAttribute, TcHandle, TcMessage, TcOption};
+        const TCA_TBF_PARMS: u16 = 1;
+        const TCA_TBF_RATE64: u16 = 4;
+        const TCA_TBF_BURST: u16 = 6;
+        const TC_LINKLAYER_ETHERNET: u8 = 1;
+        debug!("netlink: tbf on #{index}: {bytes_per_sec} B/s, burst {burst}, limit {limit}");
+        // struct tc_ratespec { u8 cell_log; u8 linklayer; u16 overhead;
+        // s16 cell_align; u16 mpu; u32 rate; }: with a link layer set, the
+        // kernel needs no rate table (TCA_TBF_RTAB). Rates of 4 GB/s and more
+        // go in TCA_TBF_RATE64 with the 32-bit field saturated.
+        let rate32 = u32::try_from(bytes_per_sec).unwrap_or(u32::MAX);
+        let mut parms = Vec::with_capacity(36);
+        parms.extend_from_slice(&[0, TC_LINKLAYER_ETHERNET, 0, 0, 0, 0, 0, 0]);
+        parms.extend_from_slice(&rate32.to_ne_bytes());
+        parms.extend_from_slice(&[0; 12]); // peakrate: none
+        parms.extend_from_slice(&limit.to_ne_bytes());
+        parms.extend_from_slice(&0u32.to_ne_bytes()); // buffer: from TCA_TBF_BURST
+        parms.extend_from_slice(&0u32.to_ne_bytes()); // mtu: only with a peak rate
+        let mut opts = vec![
+            TcOption::Other(DefaultNla::new(TCA_TBF_PARMS, parms)),
+            TcOption::Other(DefaultNla::new(TCA_TBF_BURST, burst.to_ne_bytes().to_vec())),
+        ];
+        if rate32 == u32::MAX {
+            opts.push(TcOption::Other(DefaultNla::new(
+                TCA_TBF_RATE64,
+                bytes_per_sec.to_ne_bytes().to_vec(),
+            )));
+        }
+        let mut m = TcMessage::with_index(index as i32);
+        m.header.parent = TcHandle::ROOT;
+        m.attributes.push(TcAttribute::Kind("tbf".into()));
+        m.attributes.push(TcAttribute::Options(opts));
+        self.ack(
+            RouteNetlinkMessage::NewQueueDiscipline(m),
+            NLM_F_CREATE | NLM_F_REPLACE,
+        )
+        .await
+    }
+}

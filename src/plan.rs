@@ -172,6 +172,15 @@ pub enum Step {
         ifname: IfName,
         addr: IpNetwork,
     },
+    /// `--rate`: a token bucket as the root qdisc of the container's interface
+    /// (its egress). No undo: it goes with the interface this run created.
+    Shape {
+        ifname: IfName,
+        rate: crate::rate::Rate,
+        /// Bucket size and queue limit, bytes.
+        burst: u32,
+        limit: u32,
+    },
     /// Tell the link that `addr` now lives at this interface's MAC: one
     /// gratuitous ARP (IPv4) or unsolicited neighbour advertisement (IPv6).
     /// Last, so nothing is announced for an attach that is rolled back.
@@ -341,6 +350,27 @@ pub fn plan(spec: &AttachSpec, facts: &Facts, ns: NsRef) -> Result<Plan> {
             ifname: spec.ifname.clone(),
             gateway: gw,
             previous: facts.default_route.clone(),
+        });
+    }
+    if let Some(rate) = spec.rate {
+        // The MTU the new interface gets decides the smallest usable bucket.
+        let mtu = steps
+            .iter()
+            .find_map(|s| match s {
+                Step::CreateVeth { mtu, .. }
+                | Step::CreateMacvlan { mtu, .. }
+                | Step::CreateIpvlan { mtu, .. } => Some(*mtu),
+                Step::MoveToGuest { mtu, old_mtu, .. } => Some(mtu.unwrap_or(*old_mtu)),
+                _ => None,
+            })
+            .or(spec.mtu)
+            .unwrap_or(1500);
+        let (burst, limit) = crate::rate::tbf(rate, mtu).map_err(Error::Usage)?;
+        steps.push(Step::Shape {
+            ifname: spec.ifname.clone(),
+            rate,
+            burst,
+            limit,
         });
     }
     // An ipvlan in l3/l3s mode has no ARP: there is nothing to announce.
@@ -663,6 +693,16 @@ impl Step {
             Step::Adopt { link } => format!("# {} exists already (made by pipe): kept", link.name),
             Step::DeleteAddress { ifname, addr } => format!("{ip} addr del {addr} dev {ifname}"),
             // The same packet as these tools send (pipe sends it itself).
+            Step::Shape {
+                ifname,
+                rate,
+                burst,
+                limit,
+            } => format!(
+                "{} tc qdisc replace dev {ifname} root tbf rate {}bit burst {burst} limit {limit}",
+                ns.exec(),
+                rate.bytes_per_sec * 8
+            ),
             Step::Announce { ifname, addr } => match addr {
                 IpAddr::V4(a) => format!("{} arping -c 1 -U -I {ifname} {a}", ns.exec()),
                 IpAddr::V6(a) => format!("{} ndsend {a} {ifname}", ns.exec()),
@@ -713,6 +753,7 @@ mod tests {
             direct_phys: false,
             netns_link: true,
             timeout: Duration::from_secs(5),
+            rate: None,
         }
     }
 

@@ -276,6 +276,7 @@ mod tests {
             direct_phys: false,
             netns_link: true,
             timeout: Duration::from_secs(5),
+            rate: None,
         }
     }
 

@@ -407,6 +407,8 @@ pub struct AttachSpec {
     pub direct_phys: bool,
     pub netns_link: bool,
     pub timeout: Duration,
+    /// `--rate RATE[/BURST]`: shape the container's egress (TBF on its interface).
+    pub rate: Option<crate::rate::Rate>,
 }
 
 /// Host-side veth name for a guest: pipework's `v{IF}pl{KEY}` when it fits in

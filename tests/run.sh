@@ -49,6 +49,14 @@ if [ "$(id -u)" != 0 ]; then
     exit 1
 fi
 
+# The engines, their namespaces and /var/run/docker.sock are machine-wide: one run at a time
+# (other checkouts or worktrees of the project on this machine wait here).
+exec 9>/run/pipe-tests.lock
+if ! flock -n 9; then
+    echo "run: another tests/run.sh holds /run/pipe-tests.lock; waiting for it"
+    flock 9
+fi
+
 cleanup() {
     say "docker: stop the test engines"
     tests/docker/down.sh || echo "run: tests/docker/down.sh failed"

@@ -114,6 +114,15 @@ down() {
             status=1
         fi
     fi
+    # conmon of `podman exec` sessions lingers (--exit-delay 300) after its container is gone;
+    # ours are found by their bundle path under our storage root.
+    local d
+    for d in /proc/[0-9]*; do
+        if [ "$(cat "$d/comm" 2>/dev/null)" = conmon ] &&
+            tr '\0' ' ' <"$d/cmdline" 2>/dev/null | grep -q -- " -b /var/lib/$NAME/"; then
+            kill -TERM "${d#/proc/}" 2>/dev/null
+        fi
+    done
     rm -f "$PIDFILE" "$SOCKET"
     if [ -e /var/run/netns/$NETNS ]; then
         log "removing netns $NETNS"
