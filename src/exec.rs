@@ -621,6 +621,11 @@ impl Exec<'_> {
                     .as_ref()
                     .ok_or_else(|| Error::Refused("internal: no container interface yet".into()))?;
                 match l.mac {
+                    // IPv4: let the kernel send it (no AF_PACKET socket to close);
+                    // devices that cannot re-set their MAC fall back to a frame.
+                    Some(mac)
+                        if addr.is_ipv4()
+                            && self.guest.kernel_arp_announce(l.index, mac).await.is_ok() => {}
                     Some(mac) => {
                         if let Err(e) =
                             crate::announce::announce(&self.target.netns, l.index, mac, *addr)
