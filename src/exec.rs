@@ -443,15 +443,9 @@ impl Exec<'_> {
                 old_mtu,
                 old_mac,
                 old_alias,
+                old_up,
             } => {
                 let index = &self.parent_index(host, *index)?;
-                let was_up = self
-                    .host
-                    .link_by_index(*index)
-                    .await
-                    .map_err(|c| Error::kernel(format!("looking up {host}"), c))?
-                    .map(|l| l.up)
-                    .unwrap_or(false);
                 self.host
                     .move_link(
                         *index,
@@ -485,7 +479,7 @@ impl Exec<'_> {
                     mtu: mtu.map(|_| *old_mtu),
                     mac: mac.and(*old_mac),
                     alias: Some(old_alias.clone().unwrap_or_default()),
-                    up: was_up,
+                    up: *old_up,
                 });
                 self.read_guest_link(guest).await?;
                 let idx = self.guest_index()?;

@@ -59,7 +59,8 @@ pub struct Record {
     pub label: String,
     /// The container's interface.
     pub ifname: String,
-    /// "veth" or "macvlan".
+    /// "veth", "macvlan", "ipvlan" or "phys" (a host interface moved in by
+    /// --direct-phys: detach moves it back under the name in its alias).
     pub kind: String,
     /// The bridge or parent it hangs off.
     pub host_if: String,
