@@ -17,6 +17,8 @@ started before the clock starts. The root namespace is never touched.
 --docker NAME also times `pipe pbbr0 NAME ...` against a running Docker container
   (dockerd must be reachable from pb-host, e.g. DOCKER_HOST=unix:///var/run/docker.sock)
   and the same container by PID, to show the cost of the name lookup.
+--apply N    times one `pipe apply FILE` attaching N fresh stand-in containers to the
+             bridge (total wall time and peak RSS of the pipe process).
 --peers also runs ../shared/bench/peers.sh with pipe as an extra peer (if present).
 """
 
@@ -128,6 +130,29 @@ def run_docker(binary, name, n):
     return out
 
 
+def run_apply(binary, n):
+    conts = [container() for _ in range(n)]
+    path = f"/tmp/pb-apply-{os.getpid()}.toml"
+    try:
+        with open(path, "w") as f:
+            for i, c in enumerate(conts):
+                f.write(f'[[attach]]\ncontainer = "{c.pid}"\nhost = "{BR}"\naddr = "10.66.{100 + i // 250}.{1 + i % 250}/16"\n\n')
+        t0 = time.perf_counter_ns()
+        pid = os.posix_spawn(binary, [binary, "apply", path], os.environ, file_actions=[(os.POSIX_SPAWN_OPEN, 1, "/dev/null", os.O_WRONLY, 0)])
+        _, status, ru = os.wait4(pid, 0)
+        t1 = time.perf_counter_ns()
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise RuntimeError("pipe apply failed")
+        return (t1 - t0) / 1e6, ru.ru_maxrss / 1024
+    finally:
+        os.unlink(path)
+        for c in conts:
+            c.kill()
+            c.wait()
+        # pipe's own clean-up: records and /var/run/netns links of the dead containers
+        subprocess.run([binary, "gc"], stdout=subprocess.DEVNULL, check=False)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-n", type=int, default=50)
@@ -137,6 +162,7 @@ def main():
     ap.add_argument("--links", type=int, default=0)
     ap.add_argument("--docker")
     ap.add_argument("--peers", action="store_true")
+    ap.add_argument("--apply", type=int, default=0)
     args = ap.parse_args()
     binary = os.path.abspath(args.bin)
     if os.geteuid() != 0:
@@ -146,6 +172,7 @@ def main():
 
     setup(args.ports, args.links)
     results = {}
+    apply_res = None
     try:
         root = os.open("/proc/self/ns/net", os.O_RDONLY)
         enter(f"/var/run/netns/{HOST}")
@@ -156,6 +183,7 @@ def main():
             results[v] = timed_runs
         if args.docker:
             results.update(run_docker(binary, args.docker, args.n))
+        apply_res = run_apply(binary, args.apply) if args.apply else None
         libc.setns(root, CLONE_NEWNET)
     finally:
         teardown()
@@ -164,6 +192,10 @@ def main():
     print(f"{'variant':<14}{'median ms':>10}{'p90 ms':>10}{'min ms':>10}")
     for k, ts in results.items():
         print(f"{k:<14}{statistics.median(ts):>10.2f}{pct(ts, 90):>10.2f}{min(ts):>10.2f}")
+
+    if apply_res:
+        print(f"pipe apply with {args.apply} containers: {apply_res[0]:.0f} ms total, "
+              f"{apply_res[0] / args.apply:.2f} ms per attachment, peak RSS {apply_res[1]:.1f} MB")
 
     if args.peers:
         peers = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "bench", "peers.sh")

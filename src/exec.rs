@@ -460,15 +460,9 @@ impl Exec<'_> {
                 old_mtu,
                 old_mac,
                 old_alias,
+                old_up,
             } => {
                 let index = &self.parent_index(host, *index)?;
-                let was_up = self
-                    .host
-                    .link_by_index(*index)
-                    .await
-                    .map_err(|c| Error::kernel(format!("looking up {host}"), c))?
-                    .map(|l| l.up)
-                    .unwrap_or(false);
                 self.host
                     .move_link(
                         *index,
@@ -502,7 +496,7 @@ impl Exec<'_> {
                     mtu: mtu.map(|_| *old_mtu),
                     mac: mac.and(*old_mac),
                     alias: Some(old_alias.clone().unwrap_or_default()),
-                    up: was_up,
+                    up: *old_up,
                 });
                 self.read_guest_link(guest).await?;
                 let idx = self.guest_index()?;
@@ -737,6 +731,11 @@ impl Exec<'_> {
                     .as_ref()
                     .ok_or_else(|| Error::Refused("internal: no container interface yet".into()))?;
                 match l.mac {
+                    // IPv4: let the kernel send it (no AF_PACKET socket to close);
+                    // devices that cannot re-set their MAC fall back to a frame.
+                    Some(mac)
+                        if addr.is_ipv4()
+                            && self.guest.kernel_arp_announce(l.index, mac).await.is_ok() => {}
                     Some(mac) => {
                         if let Err(e) =
                             crate::announce::announce(&self.target.netns, l.index, mac, *addr)

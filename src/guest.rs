@@ -55,6 +55,17 @@ pub async fn resolve(guest: &GuestRef, timeout: Duration) -> Result<Target> {
             netns::NETNS_RUN_DIR
         )));
     }
+    // The initial namespace is the machine's own network even when pipe runs in
+    // another namespace (e.g. `ip netns exec`); a PID of a kernel thread or of
+    // any process on the host network leads there too.
+    if init_netns().contains(&t.netns.id) {
+        return Err(Error::Refused(format!(
+            "{} is in the initial network namespace (that of PID 1 and the kernel: the host's own network); \
+             attaching would change the host network itself, so pipe refuses: check the PID, or give a \
+             container with its own namespace",
+            t.label
+        )));
+    }
     if netns::own_id().ok() == Some(t.netns.id) {
         return Err(Error::Refused(format!(
             "{} shares pipe's own network namespace (the host's); attaching would change the host network itself, \
@@ -63,6 +74,21 @@ pub async fn resolve(guest: &GuestRef, timeout: Duration) -> Result<Target> {
         )));
     }
     Ok(t)
+}
+
+/// The namespaces of PID 1 and of kthreadd (PID 2): kernel threads always live
+/// in the initial network namespace, the machine's own network, so this works
+/// even where PID 1's namespace cannot be read (as in some sandboxes).
+fn init_netns() -> Vec<netns::NsId> {
+    use std::os::unix::fs::MetadataExt;
+    ["/proc/1/ns/net", "/proc/2/ns/net"]
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|md| netns::NsId {
+            dev: md.dev(),
+            ino: md.ino(),
+        })
+        .collect()
 }
 
 fn open(p: &std::path::Path, what: impl Fn() -> String) -> Result<Netns> {

@@ -503,6 +503,40 @@ impl Netlink {
         self.ack(RouteNetlinkMessage::SetLink(m), 0).await
     }
 
+    /// Have the kernel announce the link's IPv4 addresses with a gratuitous ARP,
+    /// now and whenever it comes up or changes MAC: turn on `arp_notify` for the
+    /// link (IFLA_AF_SPEC / AF_INET / IFLA_INET_CONF), then set its MAC to the
+    /// value it has, which raises NETDEV_CHANGEADDR. This replaces an AF_PACKET
+    /// socket, whose close() waits for an RCU grace period (17 ms measured here).
+    /// Two requests: do_setlink applies IFLA_ADDRESS before IFLA_AF_SPEC.
+    pub async fn kernel_arp_announce(&self, index: u32, mac: Mac) -> NlResult<()> {
+        debug!("netlink: arp_notify on #{index}, then re-set its MAC {mac}");
+        const IFLA_AF_SPEC: u16 = 26;
+        const AF_INET: u16 = 2;
+        const IFLA_INET_CONF: u16 = 1;
+        const IPV4_DEVCONF_ARP_NOTIFY: u16 = 22;
+        let nla = |kind: u16, body: &[u8]| {
+            let mut v = ((4 + body.len()) as u16).to_ne_bytes().to_vec();
+            v.extend_from_slice(&kind.to_ne_bytes());
+            v.extend_from_slice(body);
+            v
+        };
+        let conf = nla(IPV4_DEVCONF_ARP_NOTIFY, &1u32.to_ne_bytes());
+        let inet = nla(AF_INET, &nla(IFLA_INET_CONF, &conf));
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        m.attributes
+            .push(LinkAttribute::Other(netlink_packet_core::DefaultNla::new(
+                IFLA_AF_SPEC,
+                inet,
+            )));
+        self.ack(RouteNetlinkMessage::SetLink(m), 0).await?;
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        m.attributes.push(LinkAttribute::Address(mac.0.to_vec()));
+        self.ack(RouteNetlinkMessage::SetLink(m), 0).await
+    }
+
     pub async fn delete_link(&self, index: u32) -> NlResult<()> {
         debug!("netlink: delete link #{index}");
         let mut m = LinkMessage::default();

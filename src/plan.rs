@@ -134,6 +134,7 @@ pub enum Step {
         old_mtu: u32,
         old_mac: Option<Mac>,
         old_alias: Option<String>,
+        old_up: bool,
     },
     /// Turn on VLAN filtering on a bridge (undone on rollback if it was off).
     BridgeVlanFiltering {
@@ -450,6 +451,7 @@ fn plan_parent(
             old_mtu: p.mtu,
             old_mac: p.mac,
             old_alias: p.alias.clone(),
+            old_up: p.up,
         });
         return Ok(("phys", parent));
     }
@@ -489,6 +491,7 @@ fn plan_parent(
                             old_mtu: l.mtu,
                             old_mac: l.mac,
                             old_alias: l.alias.clone(),
+                            old_up: l.up,
                         });
                         return Ok(("phys", sub.clone()));
                     }
@@ -521,6 +524,7 @@ fn plan_parent(
                         old_mtu: p.mtu,
                         old_mac: None,
                         old_alias: None,
+                        old_up: true,
                     });
                     return Ok(("phys", sub.clone()));
                 }

@@ -127,6 +127,26 @@ pub fn plan(
     {
         return Err(conflict(format!("with MTU {}, not {mtu}", ex.link.mtu)));
     }
+    // Another VLAN or ipvlan mode needs another link: the record says what it was made for.
+    if let Some(r) = &ex.record {
+        let vlan = |v: Option<u16>| v.map_or("no VLAN".to_string(), |v| format!("VLAN {v}"));
+        let want = spec.vlan.map(|v| v.get());
+        if r.spec.vlan != want {
+            return Err(conflict(format!(
+                "in {}, not {}",
+                vlan(r.spec.vlan),
+                vlan(want)
+            )));
+        }
+        let mode = spec.ipvlan.map(|m| m.as_str());
+        if mode.is_some() && r.spec.ipvlan.as_deref() != mode {
+            return Err(conflict(format!(
+                "in ipvlan mode {}, not {}",
+                r.spec.ipvlan.as_deref().unwrap_or("-"),
+                mode.unwrap_or("-")
+            )));
+        }
+    }
 
     let mut steps = Vec::new();
     if let Some((name, state)) = &facts.netns_link {
@@ -294,6 +314,7 @@ mod tests {
                 replaced_default: vec![],
                 addrs: vec![addr.into()],
                 persist: false,
+                from_file: false,
             }),
             host_veth: Some(link("veth1pl42", "veth", 9, Some(5))),
         }
@@ -360,5 +381,46 @@ mod tests {
         s.mac = Some(crate::spec::Mac([2, 0, 0, 0, 0, 2]));
         let e = plan(&s, &facts(), &existing("10.0.0.2/24"), ns(), "42").unwrap_err();
         assert!(e.to_string().contains("MAC"), "{e}");
+    }
+
+    #[test]
+    fn another_vlan_or_ipvlan_needs_another_link() {
+        // Made for VLAN 100; asked again without a VLAN, and with VLAN 200.
+        let mut ex = existing("10.0.0.2/24");
+        ex.record.as_mut().unwrap().spec.vlan = Some(100);
+        let e = plan(&spec("10.0.0.2/24"), &facts(), &ex, ns(), "42").unwrap_err();
+        assert!(e.to_string().contains("in VLAN 100, not no VLAN"), "{e}");
+        let mut s = spec("10.0.0.2/24");
+        s.vlan = Some("200".parse().unwrap());
+        let e = plan(&s, &facts(), &ex, ns(), "42").unwrap_err();
+        assert!(e.to_string().contains("in VLAN 100, not VLAN 200"), "{e}");
+        s.vlan = Some("100".parse().unwrap());
+        assert!(is_noop(&plan(&s, &facts(), &ex, ns(), "42").unwrap()));
+
+        // An ipvlan on eth0.100, asked again: no-op; as a macvlan or in l3: refused.
+        let mut f = facts();
+        f.host = HostSide::Parent(link("eth0", "veth", 3, None));
+        f.vlan.sub = Some((
+            "eth0.100".parse().unwrap(),
+            crate::vlan::SubIf::Reuse(link("eth0.100", "vlan", 4, None)),
+        ));
+        let mut ex = existing("10.0.0.2/24");
+        ex.link = link("eth1", "ipvlan", 2, None);
+        let r = ex.record.as_mut().unwrap();
+        r.kind = "ipvlan".into();
+        r.host_if = "eth0.100".into();
+        r.host_ifname = None;
+        r.spec.vlan = Some(100);
+        r.spec.ipvlan = Some("l2".into());
+        let mut s = spec("10.0.0.2/24");
+        s.vlan = Some("100".parse().unwrap());
+        s.ipvlan = Some(crate::spec::IpvlanMode::L2);
+        assert!(is_noop(&plan(&s, &f, &ex, ns(), "42").unwrap()));
+        s.ipvlan = Some(crate::spec::IpvlanMode::L3);
+        let e = plan(&s, &f, &ex, ns(), "42").unwrap_err();
+        assert!(e.to_string().contains("in ipvlan mode l2, not l3"), "{e}");
+        s.ipvlan = None;
+        let e = plan(&s, &f, &ex, ns(), "42").unwrap_err();
+        assert!(e.to_string().contains("not a macvlan on eth0.100"), "{e}");
     }
 }

@@ -59,7 +59,8 @@ pub struct Record {
     pub label: String,
     /// The container's interface.
     pub ifname: String,
-    /// "veth" or "macvlan".
+    /// "veth", "macvlan", "ipvlan" or "phys" (a host interface moved in by
+    /// --direct-phys: detach moves it back under the name in its alias).
     pub kind: String,
     /// The bridge or parent it hangs off.
     pub host_if: String,
@@ -87,6 +88,17 @@ pub struct Record {
     /// Re-applied by `pipe watch` whenever the container starts.
     #[serde(default)]
     pub persist: bool,
+    /// Applied by `pipe watch` from the attachments file: kept (for its MAC)
+    /// when the container dies, but applied again only while the file says so.
+    #[serde(default)]
+    pub from_file: bool,
+}
+
+impl Record {
+    /// Outlives its container (`--persist`, or the attachments file).
+    pub fn kept(&self) -> bool {
+        self.persist || self.from_file
+    }
 }
 
 pub fn dir() -> PathBuf {
@@ -151,7 +163,10 @@ pub fn load(label: &str, ifname: &str) -> io::Result<Option<Record>> {
     read(&path(label, ifname))
 }
 
-/// Write atomically: a temporary file in the same directory, fsync, rename.
+/// Write atomically: a temporary file in the same directory, then rename, so a
+/// crash never leaves a torn record. No fsync: the state dir lives under /run
+/// (volatile by design), and an fsync there costs a disk flush on hosts where
+/// /run is not a tmpfs (200 ms measured here) on every attach.
 pub fn save(r: &Record) -> io::Result<()> {
     let d = dir();
     std::fs::create_dir_all(&d)?;
@@ -166,7 +181,6 @@ pub fn save(r: &Record) -> io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(&body)?;
         f.write_all(b"\n")?;
-        f.sync_all()?;
         std::fs::rename(&tmp, &p)
     })();
     if res.is_err() {
@@ -244,6 +258,7 @@ pub fn after_attach(
         replaced_default: Vec::new(),
         addrs: Vec::new(),
         persist: false,
+        from_file: false,
     });
     let here = NsKey {
         dev: target.netns.id.dev,

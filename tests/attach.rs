@@ -459,3 +459,17 @@ fn named_netns_guest_is_not_linked_again() {
     assert_eq!(j["container"], guest.name.as_str());
     assert!(guest.links().contains(&"eth1".to_string()));
 }
+
+#[test]
+fn pid_1_namespace_is_refused_even_from_another_namespace() {
+    // pipe runs in a test "host" namespace here, so PID 1's namespace (the
+    // machine's own network) is not pipe's own: it must still be refused.
+    // --dry-run keeps this test harmless even if the check ever regressed.
+    let host = Ns::new("ph");
+    // PID 2 (kthreadd) and 3 are kernel threads: always in the initial namespace.
+    for guest in ["2", "/proc/2/ns/net", "3"] {
+        let o = host.pipe(&["--dry-run", "br0", guest, "10.85.0.2/24"]);
+        assert_fails(&o, 1, "initial network namespace");
+        assert!(stdout(&o).is_empty(), "no plan printed: {}", stdout(&o));
+    }
+}

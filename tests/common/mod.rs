@@ -222,7 +222,8 @@ impl Drop for Container {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let link = self.netns_link();
-        if link.exists() {
+        // symlink_metadata: the link is a symlink that dangles once the process is gone.
+        if link.symlink_metadata().is_ok() {
             let _ = Command::new("ip")
                 .args(["netns", "del", &self.pid.to_string()])
                 .status();
