@@ -276,6 +276,12 @@ pub enum Command {
         #[arg(long, value_name = "SECS", default_value = "5")]
         timeout: f64,
     },
+    /// The DHCP lease keeper (started by an attach with `dhcp`; not for direct use).
+    #[command(name = "__dhcp-keeper", hide = true)]
+    DhcpKeeper {
+        /// Its state file.
+        state: std::path::PathBuf,
+    },
     /// Run the host's `tc` with these arguments inside the container's namespace
     #[command(after_help = TC_HELP)]
     Tc {

@@ -236,7 +236,12 @@ pub async fn detach(d: &DetachSpec, dry_run: bool) -> Result<Outcome> {
             removed: Vec::new(),
         });
     }
-    let removed = apply(&steps, guest.as_ref(), &host).await?;
+    // A DHCP lease keeper releases its lease and exits before the link goes.
+    let released = crate::dhcp::stop_keeper(&label, ifname, std::time::Duration::from_secs(3));
+    let mut removed = apply(&steps, guest.as_ref(), &host).await?;
+    if released {
+        removed.push("DHCP lease (released)".into());
+    }
     Ok(Outcome {
         container: label,
         ifname: ifname.to_string(),

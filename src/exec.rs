@@ -26,6 +26,16 @@ enum Undo {
     DeleteDefault {
         v6: bool,
     },
+    /// Give back a DHCP lease obtained by this run.
+    ReleaseLease {
+        ifname: IfName,
+        mac: crate::spec::Mac,
+        lease: crate::dhcp::Lease,
+    },
+    /// Stop the lease keeper this run started (it releases the lease).
+    StopKeeper {
+        ifname: IfName,
+    },
     /// Turn a bridge's VLAN filtering off again.
     VlanFilteringOff(IfName, u32),
     /// Move a `--direct-phys` link back to the host under its old name.
@@ -56,6 +66,8 @@ fn missing_feature(errno: i32, what: &str, fix: &str) -> Option<String> {
 pub struct Applied {
     /// The container-side link as read back after creation.
     pub guest_link: Link,
+    /// The DHCP lease pipe's own client obtained.
+    pub leased: Option<crate::dhcp::Lease>,
 }
 
 pub async fn apply(
@@ -75,6 +87,7 @@ pub async fn apply(
         host_index: HashMap::new(),
         guest_link: None,
         adopted: false,
+        leased: None,
     };
     for (i, step) in plan.steps.iter().enumerate() {
         let r = match ex.step(step, &mut undo).await {
@@ -93,7 +106,10 @@ pub async fn apply(
         }
     }
     match ex.guest_link {
-        Some(guest_link) => Ok(Applied { guest_link }),
+        Some(guest_link) => Ok(Applied {
+            guest_link,
+            leased: ex.leased,
+        }),
         None => {
             let undo_failures = rollback(undo, target, host, guest).await;
             Err(Error::RolledBack {
@@ -113,6 +129,7 @@ struct Exec<'a> {
     guest_link: Option<Link>,
     /// The container interface existed before this run (idempotent re-run).
     adopted: bool,
+    leased: Option<crate::dhcp::Lease>,
 }
 
 impl Exec<'_> {
@@ -613,6 +630,99 @@ impl Exec<'_> {
                         .with_hint("the kernel needs the tbf qdisc (CONFIG_NET_SCH_TBF)")
                     })?;
             }
+            Step::Dhcp {
+                ifname,
+                client,
+                previous,
+            } => {
+                let idx = self.guest_index()?;
+                let l = self
+                    .guest_link
+                    .clone()
+                    .ok_or_else(|| Error::Refused("internal: no container interface yet".into()))?;
+                if *client != crate::spec::DhcpClient::Native {
+                    return crate::dhcp_ext::run(*client, self.target, ifname.as_str());
+                }
+                let mac = l.mac.ok_or_else(|| {
+                    Error::Refused(format!("{ifname} has no MAC address; DHCP needs one"))
+                })?;
+                let sock =
+                    crate::dhcp::socket_in(&self.target.netns, ifname.as_str()).map_err(|e| {
+                        Error::kernel(
+                            format!("opening a DHCP socket on {ifname} in container {label}"),
+                            crate::error::KernelCause::from_io(&e),
+                        )
+                    })?;
+                let hostname = crate::dhcp_ext::hostname(&label);
+                let lease = crate::dhcp::obtain(&sock, mac, hostname.as_deref(), crate::dhcp_ext::timeout())
+                    .map_err(|e| {
+                        Error::Refused(format!(
+                            "DHCP on {ifname} in container {label}: {e}; check that a DHCP server serves that network, or give an address"
+                        ))
+                    })?;
+                debug!("dhcp: lease {lease:?}");
+                undo.push(Undo::ReleaseLease {
+                    ifname: ifname.clone(),
+                    mac,
+                    lease: lease.clone(),
+                });
+                self.guest
+                    .set_address_lifetime(idx, lease.net(), lease.lease_secs, lease.lease_secs)
+                    .await
+                    .map_err(|c| {
+                        Error::kernel(
+                            format!(
+                                "adding leased {} to {ifname} in container {label}",
+                                lease.net()
+                            ),
+                            c,
+                        )
+                    })?;
+                if let Some(gw) = lease.router {
+                    self.guest
+                        .replace_default(std::net::IpAddr::V4(gw), idx)
+                        .await
+                        .map_err(|c| {
+                            Error::kernel(
+                                format!("setting the default route of container {label} via {gw} (from the lease)"),
+                                c,
+                            )
+                        })?;
+                    undo.push(match previous {
+                        Some(r) => Undo::RestoreRoute(r.clone()),
+                        None => Undo::DeleteDefault { v6: false },
+                    });
+                }
+                if let Err(e) = crate::announce::announce(
+                    &self.target.netns,
+                    idx,
+                    mac,
+                    std::net::IpAddr::V4(lease.addr),
+                ) {
+                    warn!("could not announce {} on {ifname}: {e}", lease.addr);
+                }
+                let st = crate::dhcp::KeeperState {
+                    label: label.clone(),
+                    ifname: ifname.to_string(),
+                    mac: mac.to_string(),
+                    ns_path: self.target.netns.path.clone(),
+                    ns_dev: self.target.netns.id.dev,
+                    ns_ino: self.target.netns.id.ino,
+                    hostname,
+                    lease: lease.clone(),
+                    bound_at: crate::dhcp::now_unix(),
+                    renewals: 0,
+                };
+                crate::dhcp::start_keeper(&st).map_err(|e| {
+                    Error::Refused(format!(
+                        "starting the DHCP lease keeper for {ifname} in container {label}: {e}"
+                    ))
+                })?;
+                undo.push(Undo::StopKeeper {
+                    ifname: ifname.clone(),
+                });
+                self.leased = Some(lease);
+            }
             Step::Announce { ifname, addr } => {
                 // A nudge, like pipework's `arping ... || true`: a failure to
                 // send is logged, never a reason to undo a working attach.
@@ -668,6 +778,20 @@ async fn rollback(
                 .set_up(*index, false)
                 .await
                 .map_err(|c| format!("bring {name} down again ({c})")),
+            Undo::ReleaseLease { ifname, mac, lease } => {
+                crate::dhcp::socket_in(&target.netns, ifname.as_str())
+                    .map_err(|e| e.to_string())
+                    .and_then(|s| crate::dhcp::send_release(&s, *mac, lease))
+                    .map_err(|e| format!("the DHCP lease of {} ({e})", lease.addr))
+            }
+            Undo::StopKeeper { ifname } => {
+                crate::dhcp::stop_keeper(
+                    &target.label,
+                    ifname.as_str(),
+                    std::time::Duration::from_secs(3),
+                );
+                Ok(())
+            }
             Undo::RestoreRoute(r) => guest
                 .restore_route(r)
                 .await

@@ -41,8 +41,13 @@ pub async fn observe(
                 c,
             )
         })?;
-        let route = match spec.addr.gateway {
-            Some(gw) => guest.default_route(gw.is_ipv6(), 0).await.map_err(|c| {
+        let family = spec
+            .addr
+            .gateway
+            .map(|g| g.is_ipv6())
+            .or(spec.addr.dhcp.map(|_| false));
+        let route = match family {
+            Some(v6) => guest.default_route(v6, 0).await.map_err(|c| {
                 Error::kernel(
                     format!("reading the default route of container {}", target.label),
                     c,

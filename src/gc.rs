@@ -1,7 +1,8 @@
 //! `pipe gc`: remove what is left of attachments whose container is gone.
 //!
 //! - state records whose namespace no process lives in any more (records of
-//!   `--persist` attachments stay: `pipe watch` applies them again on start);
+//!   `--persist` attachments and of attachments-file entries stay: `pipe watch`
+//!   applies them again, with the same MAC, on start);
 //! - /var/run/netns links pipe made that point to such a namespace;
 //! - host ends of veths pipe tagged whose record is gone;
 //! - bridges pipe created (alias `pipe:shared`) with no port left that no
@@ -81,14 +82,19 @@ pub async fn gc(dry_run: bool) -> Result<Vec<String>> {
             && state::is_tag(l.alias.as_deref())
             && l.alias.as_deref() != Some(SHARED_TAG)
         {
-            if !dry_run && let Err(c) = host.delete_link(l.index).await {
-                fails.push(format!("host interface {h} ({c})"));
+            match if dry_run {
+                Ok(())
             } else {
-                removed.push(format!("{verb} host interface {h}"));
+                host.delete_link(l.index).await
+            } {
+                Ok(()) => removed.push(format!("{verb} host interface {h}")),
+                // The kernel took it down with the dead namespace meanwhile.
+                Err(c) if c.errno == 19 => {}
+                Err(c) => fails.push(format!("host interface {h} ({c})")),
             }
         }
-        if r.persist {
-            // Configuration for `pipe watch`: kept until `pipe detach`.
+        if r.kept() {
+            // For `pipe watch` (the spec, or the MAC of a file entry): kept until `pipe detach`.
             keep.push(r);
             continue;
         }

@@ -8,6 +8,8 @@ pub mod apply;
 pub mod attachments;
 pub mod cli;
 pub mod detach;
+pub mod dhcp;
+pub mod dhcp_ext;
 pub mod docker;
 pub mod error;
 pub mod exec;
@@ -248,6 +250,7 @@ fn run_command(cmd: cli::Command, dry_run: bool, json: bool) -> Result<()> {
             }
             Ok(())
         }
+        Command::DhcpKeeper { state } => dhcp::keep(&state),
         Command::Tc { guest, args } => {
             route_cmd::run(&rt, route_cmd::Verb3::Tc, guest, args, dry_run)
         }

@@ -1007,3 +1007,42 @@ impl Netlink {
         .await
     }
 }
+
+impl Netlink {
+    /// `ip addr replace ADDR/LEN dev INDEX valid_lft V preferred_lft P`: an
+    /// address that the kernel removes by itself when its lifetime runs out
+    /// (a DHCP lease not renewed). Replacing refreshes the lifetimes.
+    pub async fn set_address_lifetime(
+        &self,
+        index: u32,
+        net: IpNetwork,
+        valid: u32,
+        preferred: u32,
+    ) -> NlResult<()> {
+        use netlink_packet_route::address::{AddressAttribute, AddressMessage, CacheInfo};
+        debug!("netlink: replace address {net} on #{index} valid {valid}s preferred {preferred}s");
+        let mut m = AddressMessage::default();
+        m.header.family = if net.is_ipv6() {
+            AddressFamily::Inet6
+        } else {
+            AddressFamily::Inet
+        };
+        m.header.prefix_len = net.prefix();
+        m.header.index = index;
+        m.attributes.push(AddressAttribute::Local(net.ip()));
+        m.attributes.push(AddressAttribute::Address(net.ip()));
+        if let ipnetwork::IpNetwork::V4(v4) = net {
+            m.attributes
+                .push(AddressAttribute::Broadcast(v4.broadcast()));
+        }
+        let mut ci = CacheInfo::default();
+        ci.ifa_preferred = preferred;
+        ci.ifa_valid = valid;
+        m.attributes.push(AddressAttribute::CacheInfo(ci));
+        self.ack(
+            RouteNetlinkMessage::NewAddress(m),
+            NLM_F_CREATE | NLM_F_REPLACE,
+        )
+        .await
+    }
+}

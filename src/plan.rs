@@ -181,6 +181,14 @@ pub enum Step {
         burst: u32,
         limit: u32,
     },
+    /// Obtain an IPv4 lease (pipe's client, or run pipework's client binary),
+    /// set address and default route from it, and (own client) start the
+    /// lease keeper.
+    Dhcp {
+        ifname: IfName,
+        client: crate::spec::DhcpClient,
+        previous: Option<Route>,
+    },
     /// Tell the link that `addr` now lives at this interface's MAC: one
     /// gratuitous ARP (IPv4) or unsolicited neighbour advertisement (IPv6).
     /// Last, so nothing is announced for an attach that is rolled back.
@@ -371,6 +379,13 @@ pub fn plan(spec: &AttachSpec, facts: &Facts, ns: NsRef) -> Result<Plan> {
             rate,
             burst,
             limit,
+        });
+    }
+    if let Some(client) = spec.addr.dhcp {
+        steps.push(Step::Dhcp {
+            ifname: spec.ifname.clone(),
+            client,
+            previous: facts.default_route.clone(),
         });
     }
     // An ipvlan in l3/l3s mode has no ARP: there is nothing to announce.
@@ -703,6 +718,19 @@ impl Step {
                 ns.exec(),
                 rate.bytes_per_sec * 8
             ),
+            Step::Dhcp { ifname, client, .. } => {
+                let name = crate::dhcp_ext::hostname(&ns.netns_arg())
+                    .unwrap_or_else(|| "container".into());
+                let argv = crate::dhcp_ext::argv(*client, ifname.as_str(), &name, "PIDFILE");
+                let cmd = argv.join(" ");
+                match client {
+                    crate::spec::DhcpClient::Native => format!(
+                        "{} {cmd}  # pipe's own client does this, then renews the lease in the background",
+                        ns.exec()
+                    ),
+                    _ => format!("{} {cmd}", ns.exec()),
+                }
+            }
             Step::Announce { ifname, addr } => match addr {
                 IpAddr::V4(a) => format!("{} arping -c 1 -U -I {ifname} {a}", ns.exec()),
                 IpAddr::V6(a) => format!("{} ndsend {a} {ifname}", ns.exec()),

@@ -36,8 +36,16 @@ impl Report {
             container: target.label.clone(),
             ifname: plan.ifname.to_string(),
             mac: applied.guest_link.mac.map(|m| m.to_string()),
-            address: spec.addr.addr.map(|a| a.to_string()),
-            gateway: spec.addr.gateway.map(|g| g.to_string()),
+            address: spec
+                .addr
+                .addr
+                .map(|a| a.to_string())
+                .or(applied.leased.as_ref().map(|l| l.net().to_string())),
+            gateway: spec.addr.gateway.map(|g| g.to_string()).or(applied
+                .leased
+                .as_ref()
+                .and_then(|l| l.router)
+                .map(|g| g.to_string())),
             kind: plan.kind,
             host_if: plan.host_if.to_string(),
             vlan: spec.vlan.map(|v| v.get()),

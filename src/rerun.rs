@@ -314,6 +314,7 @@ mod tests {
                 replaced_default: vec![],
                 addrs: vec![addr.into()],
                 persist: false,
+                from_file: false,
             }),
             host_veth: Some(link("veth1pl42", "veth", 9, Some(5))),
         }

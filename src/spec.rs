@@ -160,17 +160,62 @@ impl FromStr for MacVlan {
     }
 }
 
-/// The third positional argument: `IP/PREFIX[@GATEWAY]`, or `0/0` for no address.
+/// How an address is obtained by DHCP: `dhcp` is pipe's own client; the
+/// others are pipework's spellings, which run that client binary inside the
+/// container's namespace.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DhcpClient {
+    Native,
+    Udhcpc,
+    Dhclient,
+    Dhcpcd,
+}
+
+impl DhcpClient {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DhcpClient::Native => "dhcp",
+            DhcpClient::Udhcpc => "udhcpc",
+            DhcpClient::Dhclient => "dhclient",
+            DhcpClient::Dhcpcd => "dhcpcd",
+        }
+    }
+}
+
+/// The third positional argument: `IP/PREFIX[@GATEWAY]`, `0/0` for no address,
+/// or `dhcp` (`udhcpc`, `dhclient`, `dhcpcd`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct AddrSpec {
-    /// The address with its prefix; `None` for `0/0`.
+    /// The address with its prefix; `None` for `0/0` and DHCP.
     pub addr: Option<IpNetwork>,
     pub gateway: Option<IpAddr>,
+    /// Obtain an IPv4 address, and the default route, by DHCP.
+    pub dhcp: Option<DhcpClient>,
 }
 
 impl FromStr for AddrSpec {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
+        let client = match s {
+            "dhcp" => Some(DhcpClient::Native),
+            "udhcpc" => Some(DhcpClient::Udhcpc),
+            "dhclient" => Some(DhcpClient::Dhclient),
+            "dhcpcd" => Some(DhcpClient::Dhcpcd),
+            _ => None,
+        };
+        if client.is_some() {
+            return Ok(AddrSpec {
+                dhcp: client,
+                ..Default::default()
+            });
+        }
+        if let Some((c, _)) = s.split_once(['@', ':'])
+            && ["dhcp", "udhcpc", "dhclient", "dhcpcd"].contains(&c)
+        {
+            return Err(format!(
+                "{s:?}: DHCP takes no gateway or client options (the lease gives the default route); write just {c}"
+            ));
+        }
         let (a, gw) = match s.split_once('@') {
             Some((a, g)) => {
                 let gw: IpAddr = g.parse().map_err(|_| {
@@ -184,6 +229,7 @@ impl FromStr for AddrSpec {
             return Ok(AddrSpec {
                 addr: None,
                 gateway: gw,
+                dhcp: None,
             });
         }
         let Some((ip, prefix)) = a.split_once('/') else {
@@ -230,12 +276,16 @@ impl FromStr for AddrSpec {
         Ok(AddrSpec {
             addr: Some(net),
             gateway: gw,
+            dhcp: None,
         })
     }
 }
 
 impl fmt::Display for AddrSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(c) = self.dhcp {
+            return f.write_str(c.as_str());
+        }
         match self.addr {
             Some(a) => write!(f, "{a}")?,
             None => f.write_str("0/0")?,
@@ -484,9 +534,22 @@ mod tests {
             a,
             AddrSpec {
                 addr: None,
-                gateway: None
+                gateway: None,
+                dhcp: None,
             }
         );
+        for (s, c) in [
+            ("dhcp", DhcpClient::Native),
+            ("udhcpc", DhcpClient::Udhcpc),
+            ("dhclient", DhcpClient::Dhclient),
+            ("dhcpcd", DhcpClient::Dhcpcd),
+        ] {
+            let a: AddrSpec = s.parse().unwrap();
+            assert_eq!((a.addr, a.gateway, a.dhcp), (None, None, Some(c)));
+            assert_eq!(a.to_string(), s);
+        }
+        let e = "dhcp@10.0.0.1".parse::<AddrSpec>().unwrap_err();
+        assert!(e.contains("no gateway"), "{e}");
         let a: AddrSpec = "2001:db8::5/64@2001:db8::1".parse().unwrap();
         assert!(a.addr.unwrap().is_ipv6());
         let a: AddrSpec = "10.0.0.2/32@10.9.9.9".parse().unwrap();

@@ -88,6 +88,17 @@ pub struct Record {
     /// Re-applied by `pipe watch` whenever the container starts.
     #[serde(default)]
     pub persist: bool,
+    /// Applied by `pipe watch` from the attachments file: kept (for its MAC)
+    /// when the container dies, but applied again only while the file says so.
+    #[serde(default)]
+    pub from_file: bool,
+}
+
+impl Record {
+    /// Outlives its container (`--persist`, or the attachments file).
+    pub fn kept(&self) -> bool {
+        self.persist || self.from_file
+    }
 }
 
 pub fn dir() -> PathBuf {
@@ -247,6 +258,7 @@ pub fn after_attach(
         replaced_default: Vec::new(),
         addrs: Vec::new(),
         persist: false,
+        from_file: false,
     });
     let here = NsKey {
         dev: target.netns.id.dev,

@@ -179,8 +179,23 @@ async fn session(
     ))
 }
 
+/// Milliseconds from a daemon timestamp (ns since the epoch) to now.
+fn ms_since(t: i64) -> f64 {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos() as i64;
+    (now - t) as f64 / 1e6
+}
+
 /// Apply every wanted attachment of a container that started (or runs).
 async fn apply(file: &Path, id: &str, name: &str, time_nano: Option<i64>) {
+    if let Some(t) = time_nano {
+        debug!(
+            "watch: start of {name} received {:.1} ms after the event",
+            ms_since(t)
+        );
+    }
     let wanted = match load_wanted(file) {
         Ok(w) => w,
         Err(e) => {
@@ -204,22 +219,37 @@ async fn apply(file: &Path, id: &str, name: &str, time_nano: Option<i64>) {
             // The same MAC as the first time, so neighbours' caches stay right.
             spec.mac = r.mac.as_deref().and_then(|m| m.parse().ok());
         }
-        debug!("watch: applying {} to {name}", spec.ifname);
+        debug!(
+            "watch: applying {} to {name}{}",
+            spec.ifname,
+            time_nano
+                .map(|t| format!(", {:.1} ms after the event", ms_since(t)))
+                .unwrap_or_default()
+        );
         match crate::attach_one(&spec, false, w.persist).await {
             Ok(Some(r)) => {
+                if !w.persist {
+                    // Remember it came from the file: its record (and MAC) outlives the container.
+                    mark_from_file(name, spec.ifname.as_str());
+                }
                 let after = time_nano
-                    .map(|t| {
-                        let now = SystemTime::now()
-                            .duration_since(UNIX_EPOCH)
-                            .unwrap_or_default()
-                            .as_nanos() as i64;
-                        format!(" ({:.1} ms after the start event)", (now - t) as f64 / 1e6)
-                    })
+                    .map(|t| format!(" ({:.1} ms after the start event)", ms_since(t)))
                     .unwrap_or_default();
                 println!("{}{after}", r.line());
             }
             Ok(None) => {}
             Err(e) => eprintln!("pipe: watch: {name} {}: {e}", spec.ifname),
+        }
+    }
+}
+
+fn mark_from_file(label: &str, ifname: &str) {
+    if let Ok(Some(mut r)) = state::load(label, ifname)
+        && !r.from_file
+    {
+        r.from_file = true;
+        if let Err(e) = state::save(&r) {
+            warn!("watch: could not update {}: {e}", r.path().display());
         }
     }
 }
@@ -247,7 +277,7 @@ async fn died(file: &Path, id: &str, name: &str, host: &Netlink) {
         {
             warn!("watch: could not remove /var/run/netns/{n}: {e}");
         }
-        if !r.persist
+        if !r.kept()
             && let Err(e) = state::remove(&r.label, &r.ifname)
         {
             warn!("watch: could not remove {}: {e}", r.path().display());

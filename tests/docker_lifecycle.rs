@@ -1,4 +1,4 @@
-//! `pipe watch` against real Docker Engines.
+//! Lifecycle against real Docker Engines: `pipe watch`, detach and gc of Docker containers.
 //!
 //! Each test starts a private dockerd of its own, inside a network namespace
 //! of its own, with its own --data-root, --exec-root, socket and pidfile: the
@@ -219,6 +219,15 @@ impl Daemon {
         Watch { child, rx }
     }
 
+    /// Run a container on a network with a unique name.
+    fn run_on(&self, net: &str) -> String {
+        let name = unique("wc");
+        self.docker(&[
+            "run", "-d", "--net", net, "--name", &name, IMAGE, "sleep", "1000",
+        ]);
+        name
+    }
+
     /// Run a container (`--net=none`) with a unique name.
     fn run(&self, extra: &[&str]) -> String {
         let name = unique("wc");
@@ -307,10 +316,14 @@ fn ms_after_start(line: &str) -> f64 {
 
 /// eth1 of a container: (MAC, IPv4 addresses).
 fn eth1_of(pid: u32) -> (String, Vec<String>) {
+    eth1_of_dev(pid, "eth1")
+}
+
+fn eth1_of_dev(pid: u32, dev: &str) -> (String, Vec<String>) {
     let o = must(
         Command::new("nsenter")
             .arg(format!("--net=/proc/{pid}/ns/net"))
-            .args(["ip", "-j", "addr", "show", "dev", "eth1"]),
+            .args(["ip", "-j", "addr", "show", "dev", dev]),
     );
     let j: serde_json::Value = serde_json::from_str(&o).unwrap();
     let mac = j[0]["address"].as_str().unwrap().to_string();
@@ -420,6 +433,14 @@ fn watch_follows_the_attachments_file_and_catches_up() {
             .args(["ip", "-br", "addr", "show", "dev", "eth2"]),
     );
     assert!(o.contains("10.96.0.3/24"), "{o}");
+    // No MAC in the file: the one it got first comes back after a restart.
+    let (mac_b, _) = eth1_of_dev(d.pid_of(&b), "eth2");
+    d.docker(&["restart", "-t", "0", &b]);
+    w.line(
+        &[&b, "eth2", "after the start event"],
+        Duration::from_secs(10),
+    );
+    assert_eq!(eth1_of_dev(d.pid_of(&b), "eth2").0, mac_b);
     // U:seed MAC from the file.
     let (mac, _) = eth1_of(d.pid_of(&a));
     let probe = Container::new();
@@ -463,4 +484,66 @@ fn watch_catches_up_after_dockerd_restarts() {
     let (mac2, addrs) = eth1_of(d.pid_of(&c));
     assert_eq!(mac2, mac);
     assert_eq!(addrs, ["10.97.0.2/24"]);
+}
+
+#[test]
+fn gc_cleans_up_after_docker_kill_without_watch() {
+    let d = Daemon::start();
+    let c = d.run(&[]);
+    let br = unique("br");
+    let before = d.ns.links();
+    d.pipe(&[&br, &c, "10.98.0.2/24"]);
+    assert_eq!(ports(&d.ns, &br).len(), 1);
+    // Killed with nobody watching: pipe's /var/run/netns link keeps the dead
+    // namespace, and so the veth, alive until gc.
+    d.docker(&["kill", &c]);
+    let dry = d.pipe(&["gc", "--dry-run"]);
+    assert!(
+        dry.contains(&format!("would remove /var/run/netns/{c}")),
+        "{dry}"
+    );
+    let out = d.pipe(&["gc"]);
+    assert!(out.contains("removed record"), "{out}");
+    assert!(out.contains(&format!("removed bridge {br}")), "{out}");
+    assert!(!Path::new(&format!("/var/run/netns/{c}")).exists());
+    assert_eq!(d.ns.links(), before);
+    assert_eq!(d.pipe(&["gc"]).trim(), "nothing to clean up");
+}
+
+#[test]
+fn detach_restores_a_docker_containers_default_route() {
+    let d = Daemon::start();
+    // A user-defined network gives the container eth0 and a default route, as usual.
+    let net = unique("wn");
+    d.docker(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.99.7.0/24",
+        "--gateway",
+        "10.99.7.1",
+        &net,
+    ]);
+    let c = d.run_on(&net);
+    let pid = d.pid_of(&c);
+    let routes = |pid: u32| {
+        must(
+            Command::new("nsenter")
+                .arg(format!("--net=/proc/{pid}/ns/net"))
+                .args(["ip", "-j", "route", "show"]),
+        )
+    };
+    let before_routes = routes(pid);
+    assert!(before_routes.contains("10.99.7.1"), "{before_routes}");
+    let before_links = d.ns.links();
+    let br = unique("br");
+    d.pipe(&[&br, &c, "10.99.8.2/24@10.99.8.1"]);
+    assert!(routes(pid).contains("10.99.8.1"), "{}", routes(pid));
+    let out = d.pipe(&["detach", &c]);
+    assert!(out.contains("restored the previous default route"), "{out}");
+    assert_eq!(routes(pid), before_routes);
+    assert_eq!(d.ns.links(), before_links);
+    assert!(!Path::new(&format!("/var/run/netns/{c}")).exists());
+    d.docker(&["rm", "-f", &c]);
+    d.docker(&["network", "rm", &net]);
 }
