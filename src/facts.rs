@@ -62,6 +62,23 @@ pub async fn observe(
         Ok::<_, Error>((taken, (route, more)))
     };
     let (h, g) = futures::join!(host_q, guest_q);
+    // --direct-phys again: HOST_IF is gone from the host because it is in the
+    // container already, under the name that carries it in its alias.
+    if spec.direct_phys
+        && h.is_err()
+        && let (Ok((Some(l), _)), HostIfRef::Name(n)) = (&g, &spec.host_if)
+        && l.alias.as_deref() == Some(n.as_str())
+    {
+        return Err(Error::Refused(format!(
+            "{} is in container {} already as {} (moved there by --direct-phys); \
+             detach it first (pipe detach {} -i {})",
+            l.alias.as_deref().unwrap_or_default(),
+            target.label,
+            l.name,
+            target.label,
+            l.name
+        )));
+    }
     let (
         (host_side, host_veth_taken, vlan),
         (guest_ifname_taken, (default_route, default_route_more)),

@@ -268,3 +268,21 @@ fn detach_moves_a_direct_phys_interface_back_under_its_old_name() {
     let l = host.ipj(&["-d", "link", "show", "dev", "phys0"]);
     assert!(link(&l)["ifalias"].is_null(), "alias cleared: {l}");
 }
+
+#[test]
+fn direct_phys_again_says_where_the_interface_is() {
+    let (host, _lan) = host_with_lan();
+    let c = Container::new();
+    let args = ["--direct-phys", "phys0", &c.pid_s(), "10.89.0.9/24"];
+    let o = host.pipe(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = host.pipe(&args);
+    assert_fails(
+        &o,
+        1,
+        &format!(
+            "phys0 is in container {} already as eth1 (moved there by --direct-phys); detach it first",
+            c.pid
+        ),
+    );
+}
