@@ -612,6 +612,21 @@ impl Exec<'_> {
                 })?;
                 undo.push(Undo::AddAddress(idx, *addr));
             }
+            Step::AcceptRaOff { ifname } => {
+                crate::netns::set_sysctl(
+                    &self.target.netns,
+                    &format!("net/ipv6/conf/{ifname}/accept_ra"),
+                    "0",
+                )
+                .map_err(|e| {
+                    Error::kernel(
+                        format!(
+                            "turning off router advertisements on {ifname} in container {label}"
+                        ),
+                        crate::error::KernelCause::from_io(&e),
+                    )
+                })?;
+            }
             Step::Shape {
                 ifname,
                 rate,

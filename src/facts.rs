@@ -41,21 +41,25 @@ pub async fn observe(
                 c,
             )
         })?;
-        let family = spec
-            .addr
-            .gateway
+        let gws = spec.addr.gateways();
+        let family = gws
+            .first()
             .map(|g| g.is_ipv6())
             .or(spec.addr.dhcp.map(|_| false));
-        let route = match family {
-            Some(v6) => guest.default_route(v6, 0).await.map_err(|c| {
-                Error::kernel(
-                    format!("reading the default route of container {}", target.label),
-                    c,
-                )
-            })?,
-            None => None,
+        let read = |v6: Option<bool>| async move {
+            match v6 {
+                Some(v6) => guest.default_route(v6, 0).await.map_err(|c| {
+                    Error::kernel(
+                        format!("reading the default route of container {}", target.label),
+                        c,
+                    )
+                }),
+                None => Ok(None),
+            }
         };
-        Ok::<_, Error>((taken, route))
+        let route = read(family).await?;
+        let more = read(gws.get(1).map(|g| g.is_ipv6())).await?;
+        Ok::<_, Error>((taken, (route, more)))
     };
     let (h, g) = futures::join!(host_q, guest_q);
     // --direct-phys again: HOST_IF is gone from the host because it is in the
@@ -75,7 +79,10 @@ pub async fn observe(
             l.name
         )));
     }
-    let ((host_side, host_veth_taken, vlan), (guest_ifname_taken, default_route)) = (h?, g?);
+    let (
+        (host_side, host_veth_taken, vlan),
+        (guest_ifname_taken, (default_route, default_route_more)),
+    ) = (h?, g?);
 
     let netns_link = match (&target.link_name, spec.netns_link) {
         (Some(name), true) => {
@@ -96,6 +103,7 @@ pub async fn observe(
         host_veth_taken,
         guest_ifname_taken,
         default_route,
+        default_route_more,
         netns_link,
         vlan,
     })

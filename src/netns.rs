@@ -93,6 +93,15 @@ where
     .map_err(|_| io::Error::other("netns thread panicked"))?
 }
 
+/// Write a net sysctl (`net/ipv6/conf/eth1/accept_ra`) of namespace `ns`:
+/// /proc/sys/net shows the namespace of the thread that opens it.
+pub fn set_sysctl(ns: &Netns, key: &str, value: &str) -> io::Result<()> {
+    let path = format!("/proc/sys/{key}");
+    let value = value.to_string();
+    debug!("netns: sysctl {key}={value}");
+    run_in(ns, move || std::fs::write(&path, value.as_bytes()))
+}
+
 /// What is at /var/run/netns/NAME now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LinkState {

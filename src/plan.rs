@@ -37,6 +37,8 @@ pub struct Facts {
     pub guest_ifname_taken: Option<Link>,
     /// The container's current default route of the gateway's family (metric 0).
     pub default_route: Option<Route>,
+    /// Same for the second gateway (`ADDR@GW4,ADDR6@GW6`): the other family.
+    pub default_route_more: Option<Route>,
     /// `/var/run/netns/NAME` and what is there now; `None` when not linking.
     pub netns_link: Option<(String, LinkState)>,
     /// `HOST_IF.VID` and bridge VLAN settings, when @VLAN is given.
@@ -171,6 +173,11 @@ pub enum Step {
     DeleteAddress {
         ifname: IfName,
         addr: IpNetwork,
+    },
+    /// `sysctl net.ipv6.conf.IF.accept_ra=0` inside the container. No undo:
+    /// the setting belongs to the interface this run created.
+    AcceptRaOff {
+        ifname: IfName,
     },
     /// `--rate`: a token bucket as the root qdisc of the container's interface
     /// (its egress). No undo: it goes with the interface this run created.
@@ -341,14 +348,28 @@ pub fn plan(spec: &AttachSpec, facts: &Facts, ns: NsRef) -> Result<Plan> {
         }
     }
 
-    if let Some(addr) = spec.addr.addr {
+    let gateways = spec.addr.gateways();
+    // A static IPv6 gateway: router advertisements must not add another
+    // default route (or addresses) behind its back.
+    if gateways.iter().any(IpAddr::is_ipv6) {
+        steps.push(Step::AcceptRaOff {
+            ifname: spec.ifname.clone(),
+        });
+    }
+    for addr in spec.addr.all() {
         steps.push(Step::AddAddress {
             ifname: spec.ifname.clone(),
             addr,
         });
     }
-    if let Some(gw) = spec.addr.gateway {
-        if !gateway_on_link(spec.addr.addr, gw) {
+    for (i, gw) in gateways.into_iter().enumerate() {
+        if !spec
+            .addr
+            .all()
+            .iter()
+            .any(|a| gateway_on_link(Some(*a), gw))
+            && !gateway_on_link(None, gw)
+        {
             steps.push(Step::AddGatewayRoute {
                 ifname: spec.ifname.clone(),
                 gateway: gw,
@@ -357,7 +378,11 @@ pub fn plan(spec: &AttachSpec, facts: &Facts, ns: NsRef) -> Result<Plan> {
         steps.push(Step::ReplaceDefault {
             ifname: spec.ifname.clone(),
             gateway: gw,
-            previous: facts.default_route.clone(),
+            previous: if i == 0 {
+                facts.default_route.clone()
+            } else {
+                facts.default_route_more.clone()
+            },
         });
     }
     if let Some(rate) = spec.rate {
@@ -390,9 +415,7 @@ pub fn plan(spec: &AttachSpec, facts: &Facts, ns: NsRef) -> Result<Plan> {
     }
     // An ipvlan in l3/l3s mode has no ARP: there is nothing to announce.
     let arp = !matches!(spec.ipvlan, Some(IpvlanMode::L3 | IpvlanMode::L3s));
-    if let Some(addr) = spec.addr.addr
-        && arp
-    {
+    for addr in spec.addr.all().into_iter().filter(|_| arp) {
         steps.push(Step::Announce {
             ifname: spec.ifname.clone(),
             addr: addr.ip(),
@@ -708,6 +731,10 @@ impl Step {
             Step::Adopt { link } => format!("# {} exists already (made by pipe): kept", link.name),
             Step::DeleteAddress { ifname, addr } => format!("{ip} addr del {addr} dev {ifname}"),
             // The same packet as these tools send (pipe sends it itself).
+            Step::AcceptRaOff { ifname } => format!(
+                "{} sysctl -qw net.ipv6.conf.{ifname}.accept_ra=0",
+                ns.exec()
+            ),
             Step::Shape {
                 ifname,
                 rate,
@@ -792,6 +819,7 @@ mod tests {
             host_veth_taken: false,
             guest_ifname_taken: None,
             default_route: None,
+            default_route_more: None,
             netns_link: Some(("42".into(), LinkState::Missing)),
             vlan: VlanFacts::default(),
         }

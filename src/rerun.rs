@@ -287,6 +287,7 @@ mod tests {
             host_veth_taken: true,
             guest_ifname_taken: Some(link("eth1", "veth", 2, None)),
             default_route: None,
+            default_route_more: None,
             netns_link: Some(("42".into(), LinkState::Same)),
             vlan: Default::default(),
         }

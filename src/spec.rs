@@ -184,101 +184,164 @@ impl DhcpClient {
 
 /// The third positional argument: `IP/PREFIX[@GATEWAY]`, `0/0` for no address,
 /// or `dhcp` (`udhcpc`, `dhclient`, `dhcpcd`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct AddrSpec {
     /// The address with its prefix; `None` for `0/0` and DHCP.
     pub addr: Option<IpNetwork>,
     pub gateway: Option<IpAddr>,
     /// Obtain an IPv4 address, and the default route, by DHCP.
     pub dhcp: Option<DhcpClient>,
+    /// Further addresses (`ADDR,ADDR...`), each with an optional gateway: at
+    /// most one gateway per family in the whole list.
+    pub more: Vec<(IpNetwork, Option<IpAddr>)>,
+}
+
+impl AddrSpec {
+    /// Every address, the first one first.
+    pub fn all(&self) -> Vec<IpNetwork> {
+        self.addr
+            .into_iter()
+            .chain(self.more.iter().map(|(a, _)| *a))
+            .collect()
+    }
+
+    /// Every gateway (at most one per family), the first one first.
+    pub fn gateways(&self) -> Vec<IpAddr> {
+        self.gateway
+            .into_iter()
+            .chain(self.more.iter().filter_map(|(_, g)| *g))
+            .collect()
+    }
 }
 
 impl FromStr for AddrSpec {
     type Err = String;
+    /// `ADDR[@GW]`, or several comma-separated: `10.0.0.2/24@10.0.0.1,2001:db8::2/64@2001:db8::1`.
     fn from_str(s: &str) -> Result<Self, String> {
-        let client = match s {
-            "dhcp" => Some(DhcpClient::Native),
-            "udhcpc" => Some(DhcpClient::Udhcpc),
-            "dhclient" => Some(DhcpClient::Dhclient),
-            "dhcpcd" => Some(DhcpClient::Dhcpcd),
-            _ => None,
-        };
-        if client.is_some() {
-            return Ok(AddrSpec {
-                dhcp: client,
-                ..Default::default()
-            });
+        if !s.contains(',') {
+            return one_addr(s);
         }
-        if let Some((c, _)) = s.split_once(['@', ':'])
-            && ["dhcp", "udhcpc", "dhclient", "dhcpcd"].contains(&c)
-        {
-            return Err(format!(
-                "{s:?}: DHCP takes no gateway or client options (the lease gives the default route); write just {c}"
-            ));
-        }
-        let (a, gw) = match s.split_once('@') {
-            Some((a, g)) => {
-                let gw: IpAddr = g.parse().map_err(|_| {
-                    format!("gateway {g:?} in {s:?} is not an IPv4 or IPv6 address")
-                })?;
-                (a, Some(gw))
-            }
-            None => (s, None),
-        };
-        if a == "0/0" || a == "0.0.0.0/0" || a == "::/0" {
-            return Ok(AddrSpec {
-                addr: None,
-                gateway: gw,
-                dhcp: None,
-            });
-        }
-        let Some((ip, prefix)) = a.split_once('/') else {
-            return Err(format!(
-                "address {a:?} has no prefix length; write it as {a}/24 (or 0/0 for no address)"
-            ));
-        };
-        let ip: IpAddr = ip
-            .parse()
-            .map_err(|_| format!("address {a:?} is not IP/PREFIX, e.g. 192.168.1.10/24"))?;
-        let prefix: u8 = prefix
-            .parse()
-            .map_err(|_| format!("prefix length {prefix:?} in {a:?} is not a number"))?;
-        let net = IpNetwork::new(ip, prefix).map_err(|_| {
-            format!(
-                "prefix length /{prefix} in {a:?} is too long for an {} address",
-                family_name(ip)
-            )
-        })?;
-        if ip.is_multicast() || ip.is_unspecified() || ip.is_loopback() {
-            return Err(format!(
-                "address {a} cannot be given to an interface; use a unicast address"
-            ));
-        }
-        if let Some(gw) = gw {
-            if gw.is_ipv4() != ip.is_ipv4() {
+        let mut items = Vec::new();
+        for item in s.split(',') {
+            let a = one_addr(item)?;
+            let Some(net) = a.addr else {
                 return Err(format!(
-                    "gateway {gw} is {} but address {a} is {}; use a gateway of the same family",
-                    family_name(gw),
-                    family_name(ip)
+                    "{item:?} in {s:?}: 0/0 and DHCP stand alone, not in a list of addresses"
                 ));
+            };
+            items.push((net, a.gateway));
+        }
+        for (i, (a, g)) in items.iter().enumerate() {
+            if items[..i].iter().any(|(b, _)| b.ip() == a.ip()) {
+                return Err(format!("address {} is given twice in {s:?}", a.ip()));
             }
-            if gw == ip {
+            if let Some(g) = g
+                && items[..i]
+                    .iter()
+                    .any(|(_, h)| h.is_some_and(|h| h.is_ipv4() == g.is_ipv4()))
+            {
                 return Err(format!(
-                    "gateway {gw} is the container's own address; give the router's address"
+                    "{s:?} has two {} gateways; give at most one per family",
+                    family_name(*g)
                 ));
             }
         }
-        if let Some(gw) = gw
-            && (gw.is_multicast() || gw.is_unspecified() || gw.is_loopback())
-        {
-            return Err(format!("gateway {gw} is not a unicast address"));
-        }
+        let (first, rest) = items.split_first().expect("split gives one item at least");
         Ok(AddrSpec {
-            addr: Some(net),
-            gateway: gw,
+            addr: Some(first.0),
+            gateway: first.1,
             dhcp: None,
+            more: rest.to_vec(),
         })
     }
+}
+
+/// One `IP/PREFIX[@GATEWAY]`, `0/0[@GATEWAY]` or DHCP spelling.
+fn one_addr(s: &str) -> Result<AddrSpec, String> {
+    let client = match s {
+        "dhcp" => Some(DhcpClient::Native),
+        "udhcpc" => Some(DhcpClient::Udhcpc),
+        "dhclient" => Some(DhcpClient::Dhclient),
+        "dhcpcd" => Some(DhcpClient::Dhcpcd),
+        _ => None,
+    };
+    if client.is_some() {
+        return Ok(AddrSpec {
+            dhcp: client,
+            ..Default::default()
+        });
+    }
+    if let Some((c, _)) = s.split_once(['@', ':'])
+        && ["dhcp", "udhcpc", "dhclient", "dhcpcd"].contains(&c)
+    {
+        return Err(format!(
+            "{s:?}: DHCP takes no gateway or client options (the lease gives the default route); write just {c}"
+        ));
+    }
+    let (a, gw) = match s.split_once('@') {
+        Some((a, g)) => {
+            let gw: IpAddr = g
+                .parse()
+                .map_err(|_| format!("gateway {g:?} in {s:?} is not an IPv4 or IPv6 address"))?;
+            (a, Some(gw))
+        }
+        None => (s, None),
+    };
+    if a == "0/0" || a == "0.0.0.0/0" || a == "::/0" {
+        return Ok(AddrSpec {
+            addr: None,
+            gateway: gw,
+            dhcp: None,
+            more: Vec::new(),
+        });
+    }
+    let Some((ip, prefix)) = a.split_once('/') else {
+        return Err(format!(
+            "address {a:?} has no prefix length; write it as {a}/24 (or 0/0 for no address)"
+        ));
+    };
+    let ip: IpAddr = ip
+        .parse()
+        .map_err(|_| format!("address {a:?} is not IP/PREFIX, e.g. 192.168.1.10/24"))?;
+    let prefix: u8 = prefix
+        .parse()
+        .map_err(|_| format!("prefix length {prefix:?} in {a:?} is not a number"))?;
+    let net = IpNetwork::new(ip, prefix).map_err(|_| {
+        format!(
+            "prefix length /{prefix} in {a:?} is too long for an {} address",
+            family_name(ip)
+        )
+    })?;
+    if ip.is_multicast() || ip.is_unspecified() || ip.is_loopback() {
+        return Err(format!(
+            "address {a} cannot be given to an interface; use a unicast address"
+        ));
+    }
+    if let Some(gw) = gw {
+        if gw.is_ipv4() != ip.is_ipv4() {
+            return Err(format!(
+                "gateway {gw} is {} but address {a} is {}; use a gateway of the same family",
+                family_name(gw),
+                family_name(ip)
+            ));
+        }
+        if gw == ip {
+            return Err(format!(
+                "gateway {gw} is the container's own address; give the router's address"
+            ));
+        }
+    }
+    if let Some(gw) = gw
+        && (gw.is_multicast() || gw.is_unspecified() || gw.is_loopback())
+    {
+        return Err(format!("gateway {gw} is not a unicast address"));
+    }
+    Ok(AddrSpec {
+        addr: Some(net),
+        gateway: gw,
+        dhcp: None,
+        more: Vec::new(),
+    })
 }
 
 impl fmt::Display for AddrSpec {
@@ -292,6 +355,12 @@ impl fmt::Display for AddrSpec {
         }
         if let Some(g) = self.gateway {
             write!(f, "@{g}")?;
+        }
+        for (a, g) in &self.more {
+            write!(f, ",{a}")?;
+            if let Some(g) = g {
+                write!(f, "@{g}")?;
+            }
         }
         Ok(())
     }
@@ -536,8 +605,37 @@ mod tests {
                 addr: None,
                 gateway: None,
                 dhcp: None,
+                more: vec![],
             }
         );
+        let a: AddrSpec = "10.0.0.2/24@10.0.0.1,2001:db8::2/64@2001:db8::1,10.0.1.2/24"
+            .parse()
+            .unwrap();
+        assert_eq!(a.all().len(), 3);
+        assert_eq!(
+            a.gateways(),
+            [
+                "10.0.0.1".parse::<IpAddr>().unwrap(),
+                "2001:db8::1".parse().unwrap()
+            ]
+        );
+        assert_eq!(
+            a.to_string(),
+            "10.0.0.2/24@10.0.0.1,2001:db8::2/64@2001:db8::1,10.0.1.2/24"
+        );
+        for (bad, want) in [
+            (
+                "10.0.0.2/24@10.0.0.1,10.0.1.2/24@10.0.1.1",
+                "two IPv4 gateways",
+            ),
+            ("10.0.0.2/24,10.0.0.2/16", "twice"),
+            ("10.0.0.2/24,0/0", "stand alone"),
+            ("10.0.0.2/24,dhcp", "stand alone"),
+            ("10.0.0.2/24,10.0.0.x/24", "not IP/PREFIX"),
+        ] {
+            let e = bad.parse::<AddrSpec>().unwrap_err();
+            assert!(e.contains(want), "{bad}: {e}");
+        }
         for (s, c) in [
             ("dhcp", DhcpClient::Native),
             ("udhcpc", DhcpClient::Udhcpc),

@@ -17,7 +17,7 @@
 //! Like `docker`, this is a user of bollard: the section at the end of this
 //! file is the only code here that talks to the Engine.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -171,7 +171,7 @@ async fn session(
                 name,
                 time_nano,
             } => apply(file, &id, &name, time_nano).await,
-            Event::Die { id, name } => died(file, &id, &name, host).await,
+            Event::Die { id, name } => died(&id, &name, host).await,
         }
     }
     Err(Error::Refused(
@@ -203,12 +203,12 @@ async fn apply(file: &Path, id: &str, name: &str, time_nano: Option<i64>) {
             return;
         }
     };
-    let mut seen: HashMap<String, ()> = HashMap::new();
+    let mut seen = HashSet::new();
     for w in wanted
         .into_iter()
         .filter(|w| matches(&w.container, id, name))
     {
-        if seen.insert(w.spec.ifname.to_string(), ()).is_some() {
+        if !seen.insert(w.spec.ifname.to_string()) {
             continue;
         }
         let mut spec = w.spec;
@@ -257,8 +257,7 @@ fn mark_from_file(label: &str, ifname: &str) {
 /// A container died: what pipe made for it on the host goes (the namespace
 /// link that would keep its namespace, and so its veths, alive); the records
 /// of persistent attachments stay for its next start.
-async fn died(file: &Path, id: &str, name: &str, host: &Netlink) {
-    let _ = file;
+async fn died(id: &str, name: &str, host: &Netlink) {
     debug!("watch: {name} ({id}) died");
     for r in state::of(name) {
         if crate::gc::alive(&r) {
