@@ -467,6 +467,13 @@ fn vm_direct_phys_moves_a_dummy_and_back_on_failure() {
     assert!(flags_up(l));
     let a = c.ipj(&["-4", "addr", "show", "dev", "data0"]);
     assert_eq!(a[0]["addr_info"][0]["local"], "10.96.0.2");
+    // Detach moves it back under its old name.
+    let out = ok(&host.pipe(&["detach", &c.pid_s(), "-i", "data0"]));
+    assert!(out.contains("moved back to the host as dm0"), "{out}");
+    assert_eq!(host.links(), ["dm0", "lo"]);
+    let l = dlink(&host, "dm0");
+    assert_eq!(l["linkinfo"]["info_kind"], "dummy");
+    assert!(l["ifalias"].is_null(), "alias cleared: {l}");
 }
 
 #[test]
@@ -509,8 +516,14 @@ fn vm_direct_phys_of_a_vlan_subinterface() {
     assert_eq!(l["linkinfo"]["info_data"]["id"], 100);
     assert_eq!(l["ifalias"], "phys0.100");
     assert!(c1.ping("10.97.0.1"), "reaches VLAN 100 on the LAN");
+    // Detach puts phys0.100 back on the host, still VLAN 100 on phys0.
+    ok(&host.pipe(&["detach", &c1.pid_s()]));
+    let l = dlink(&host, "phys0.100");
+    assert_eq!(l["linkinfo"]["info_data"]["id"], 100);
+    assert_eq!(l["link"], "phys0");
+    assert_eq!(c1.links(), ["lo"]);
 
-    // No phys0.200: the 802.1Q device is born in the container, alias phys0.200;
+    // No phys0.200: it is made on the host, then moved in (alias phys0.200);
     // a failure at any step leaves nothing behind.
     let c2 = Container::new();
     let args = [
