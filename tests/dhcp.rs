@@ -238,6 +238,11 @@ fn keeper_exits_when_the_container_goes_away() {
     let o = s.pipe(&[&s.br, &c.pid_s(), "dhcp"]);
     assert!(o.status.success(), "{}{}", stderr(&o), s.log());
     let keeper = s.keeper_pid(&c).expect("no lease keeper");
+    // Running the same attach again changes nothing and keeps the one keeper.
+    let o = s.pipe(&[&s.br, &c.pid_s(), "dhcp"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("already attached"), "{}", stdout(&o));
+    assert_eq!(s.keeper_pid(&c), Some(keeper));
     // The keeper holds nothing in the namespace: once the container dies, the
     // namespace goes, and with it the host end of the veth.
     let veth = format!("veth1pl{}", c.pid);
