@@ -20,11 +20,19 @@ Examples:
   pipe br1 web 10.1.100.5/24 @100               veth as an access port of VLAN 100 on br1
   pipe --ipvlan l2 eth0 web 10.0.0.6/24         ipvlan instead of macvlan (shares eth0's MAC)
   pipe --direct-phys eth2 web 10.2.0.5/24       move eth2 itself into the container
+  pipe br1 web dhcp                             IPv4 lease from pipe's own DHCP client, kept renewed
+  pipe br1 web 10.0.0.2/24@10.0.0.1,2001:db8::2/64@2001:db8::1   dual stack in one attach
+  pipe br1 web 10.0.0.2/24 --rate 10mbit        shape the container's egress (TBF)
+  pipe link web 10.1.1.1/32 db 10.1.1.2/32      point-to-point veth between two containers
+  pipe route web add 10.0.0.0/8 via 10.0.0.1    pipework's route/rule/tc verbs (see pipe route --help)
 
 GUEST is a PID, a netns path (/proc/PID/ns/net), a name under /var/run/netns, or a Docker
-container name or ID (DOCKER_HOST is honoured). ADDR is IP/PREFIX (IPv4 or IPv6) or 0/0 for
-no address; @GATEWAY replaces the container's default route. MAC is 02:.. or U:seed (pipework's
-derived MAC); @VLAN is an 802.1Q id.";
+container name or ID (DOCKER_HOST is honoured). ADDR is IP/PREFIX (IPv4 or IPv6), several
+comma-separated, 0/0 for no address, dhcp for pipe's own DHCP client, or udhcpc, dhclient, dhcpcd
+to run that client in the container (as pipework). @GATEWAY replaces the container's default
+route of its family (at most one per family). The new addresses are announced (gratuitous ARP,
+unsolicited NA). MAC is 02:.. or U:seed (pipework's derived MAC); @VLAN is an 802.1Q id.
+Options of a verb (route, rule, tc, link, detach, ...) go after the verb: pipe route -n web ...";
 
 pub(crate) const WATCH_HELP: &str = "\
 The attachments file (TOML) has one [[attach]] table per interface; keys mirror the command line:
@@ -39,6 +47,7 @@ The attachments file (TOML) has one [[attach]] table per interface; keys mirror 
   host_ifname = \"vweb\"                 # optional (-l)
   macvlan_mode = \"bridge\"              # optional
   vlan = 100                           # optional
+  rate = \"10mbit\"                      # optional (--rate)
 
 It is read again at each container start. Attachments made with --persist are applied too.
 On start and after each reconnection (backoff 0.1 s to 5 s), running containers are caught up.";
@@ -68,7 +77,8 @@ pub struct Cli {
     #[arg(value_name = "GUEST", required_unless_present_any = ["generate", "wait"])]
     pub guest: Option<GuestRef>,
 
-    /// IP/PREFIX[@GATEWAY], or 0/0 for no address.
+    /// IP/PREFIX[@GATEWAY] (several comma-separated), 0/0 for no address, or dhcp
+    /// (udhcpc, dhclient, dhcpcd: run that client instead).
     #[arg(value_name = "ADDR[@GATEWAY]", required_unless_present_any = ["generate", "wait"])]
     pub addr: Option<AddrSpec>,
 
