@@ -96,7 +96,10 @@ impl Server {
         let before = std::fs::metadata(self.dir.join("leases"))
             .and_then(|m| m.modified())
             .ok();
-        must(Command::new("kill").args(["-USR1", &self.child.id().to_string()]));
+        // SAFETY: a signal to the server this test started.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGUSR1);
+        }
         wait(Duration::from_secs(2), || {
             std::fs::metadata(self.dir.join("leases"))
                 .and_then(|m| m.modified())
@@ -134,7 +137,10 @@ impl Drop for Server {
                         .ok()
                         .and_then(|s| s.trim().parse::<u32>().ok())
                 {
-                    let _ = Command::new("kill").arg(pid.to_string()).status();
+                    // SAFETY: a keeper started for this test's container, by PID.
+                    unsafe {
+                        libc::kill(pid as i32, libc::SIGTERM);
+                    }
                 }
             }
         }
