@@ -564,6 +564,9 @@ impl Netlink {
 
     /// The main table's default route of a family with metric `priority`, if any.
     pub async fn default_route(&self, v6: bool, priority: u32) -> NlResult<Option<Route>> {
+        // IPv6 stores a route added without a metric under 1024
+        // (IP6_RT_PRIO_USER): that is the "metric 0" default route there.
+        let priority = if v6 && priority == 0 { 1024 } else { priority };
         debug!("netlink: dump routes (v6={v6}) for the default route");
         let mut q = RouteMessage::default();
         q.header.address_family = if v6 {

@@ -224,10 +224,72 @@ pub fn plan(
         }
     }
 
+    // Further addresses (`ADDR,ADDR...`) that are missing are added; their
+    // gateway (the other family) is set when it is not the current one.
+    let mut added = Vec::new();
+    for (want, _) in &spec.addr.more {
+        if !ex
+            .addrs
+            .iter()
+            .any(|a| a.net.ip() == want.ip() && a.net.prefix() == want.prefix())
+        {
+            steps.push(Step::AddAddress {
+                ifname: ifname.clone(),
+                addr: *want,
+            });
+            added.push(want.ip());
+        }
+    }
+    for gw in spec.addr.gateways().into_iter().skip(1) {
+        let current = facts
+            .default_route_more
+            .as_ref()
+            .is_some_and(|r| r.gateway() == Some(gw) && r.oif() == Some(ex.link.index));
+        if !current {
+            if !spec
+                .addr
+                .all()
+                .iter()
+                .any(|a| gateway_on_link(Some(*a), gw))
+                && !gateway_on_link(None, gw)
+            {
+                steps.push(Step::AddGatewayRoute {
+                    ifname: ifname.clone(),
+                    gateway: gw,
+                });
+            }
+            steps.push(Step::ReplaceDefault {
+                ifname: ifname.clone(),
+                gateway: gw,
+                previous: facts.default_route_more.clone(),
+            });
+        }
+    }
+
+    // --rate: shaped again only when it differs from what was asked last time.
+    if let Some(rate) = spec.rate {
+        let before = ex.record.as_ref().and_then(|r| r.spec.rate.clone());
+        if before.as_deref() != Some(rate.to_string().as_str()) {
+            let (burst, limit) = crate::rate::tbf(rate, ex.link.mtu).map_err(Error::Usage)?;
+            steps.push(Step::Shape {
+                ifname: ifname.clone(),
+                rate,
+                burst,
+                limit,
+            });
+        }
+    }
+
     if readdressed && let Some(addr) = spec.addr.addr {
         steps.push(Step::Announce {
             ifname: ifname.clone(),
             addr: addr.ip(),
+        });
+    }
+    for addr in added {
+        steps.push(Step::Announce {
+            ifname: ifname.clone(),
+            addr,
         });
     }
 

@@ -103,3 +103,76 @@ fn each_address_is_announced_and_rolled_back() {
         );
     }
 }
+
+#[test]
+fn re_running_with_one_more_address_adds_it() {
+    let host = Ns::new("ph");
+    let c = Container::new();
+    let br = unique("br");
+    let state = format!("/tmp/pipe-test-state-{}", host.name);
+    let env = [("PIPE_STATE_DIR", state.as_str())];
+    let o = host.pipe_env(&[&br, &c.pid_s(), "10.96.0.2/24@10.96.0.1"], &env);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = host.pipe_env(
+        &[
+            &br,
+            &c.pid_s(),
+            "10.96.0.2/24@10.96.0.1,fd00:96::2/64@fd00:96::1",
+        ],
+        &env,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        addrs(&c).contains(&"fd00:96::2/64".to_string()),
+        "{:?}",
+        addrs(&c)
+    );
+    assert_eq!(
+        c.ipj(&["-6", "route", "show", "default"])[0]["gateway"],
+        "fd00:96::1"
+    );
+    let o = host.pipe_env(
+        &[
+            &br,
+            &c.pid_s(),
+            "10.96.0.2/24@10.96.0.1,fd00:96::2/64@fd00:96::1",
+        ],
+        &env,
+    );
+    assert!(stdout(&o).contains("already attached"), "{}", stdout(&o));
+    let _ = std::fs::remove_dir_all(&state);
+}
+
+#[test]
+fn rollback_puts_back_the_previous_ipv6_default_route() {
+    // The kernel stores an IPv6 route added without a metric under 1024: the
+    // container's own default route must be found, and put back, as such.
+    let host = Ns::new("ph");
+    let c = Container::new();
+    c.ip(&[
+        "link", "add", "old0", "type", "veth", "peer", "name", "old1",
+    ]);
+    c.ip(&["link", "set", "old0", "up"]);
+    c.ip(&["-6", "addr", "add", "fd00:95::2/64", "dev", "old0", "nodad"]);
+    c.ip(&[
+        "-6",
+        "route",
+        "add",
+        "default",
+        "via",
+        "fd00:95::1",
+        "dev",
+        "old0",
+    ]);
+    let before = c.routes();
+    let br = unique("br");
+    let args = [br.as_str(), &c.pid_s(), "fd00:94::2/64@fd00:94::1"];
+    let steps = stdout(&host.pipe(&[&["-n"][..], &args[..]].concat()))
+        .lines()
+        .count();
+    let o = host.pipe_env(&args, &[("PIPE_FAIL_AFTER", &steps.to_string())]);
+    assert_fails(&o, 1, "everything done before it was undone");
+    assert_eq!(c.routes(), before);
+    let r = c.ipj(&["-6", "route", "show", "default"]);
+    assert_eq!(r[0]["gateway"], "fd00:95::1", "{r}");
+}

@@ -80,3 +80,36 @@ fn bad_rates_are_refused_untouched() {
         stdout(&o)
     );
 }
+
+#[test]
+fn re_running_with_another_rate_reshapes() {
+    let host = Ns::new("ph");
+    let c = Container::new();
+    let br = unique("br");
+    let state = format!("/tmp/pipe-test-state-{}", host.name);
+    let env = [("PIPE_STATE_DIR", state.as_str())];
+    let args = |r: &'static str| {
+        vec![
+            br.clone(),
+            c.pid_s(),
+            "10.94.0.2/24".into(),
+            "--rate".into(),
+            r.into(),
+        ]
+    };
+    let run = |a: Vec<String>| {
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        host.pipe_env(&a, &env)
+    };
+    let o = run(args("10mbit"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(args("10mbit"));
+    assert!(stdout(&o).contains("already attached"), "{}", stdout(&o));
+    let o = run(args("5mbit"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stdout(&o).contains("already attached"), "{}", stdout(&o));
+    assert_eq!(qdisc(&c, "eth1")["options"]["rate"], 625_000);
+    let o = run(args("5mbit"));
+    assert!(stdout(&o).contains("already attached"), "{}", stdout(&o));
+    let _ = std::fs::remove_dir_all(&state);
+}
