@@ -562,7 +562,17 @@ pub fn keep(state_file: &Path) -> crate::error::Result<()> {
         ino: s.ns_ino,
     };
     let cleanup = |s: &KeeperState| {
-        let _ = std::fs::remove_file(pid_path(&s.label, &s.ifname));
+        // A newer keeper of the same container and interface (it restarted
+        // and was attached again) owns the files now: leave them alone.
+        let pp = pid_path(&s.label, &s.ifname);
+        let mine = std::fs::read_to_string(&pp)
+            .ok()
+            .and_then(|p| p.trim().parse::<u32>().ok())
+            .is_none_or(|p| p == std::process::id());
+        if !mine {
+            return;
+        }
+        let _ = std::fs::remove_file(pp);
         let st = state_path(&s.label, &s.ifname);
         // The log goes too when nothing was worth logging.
         let log = st.with_extension("log");

@@ -96,7 +96,10 @@ impl Server {
         let before = std::fs::metadata(self.dir.join("leases"))
             .and_then(|m| m.modified())
             .ok();
-        must(Command::new("kill").args(["-USR1", &self.child.id().to_string()]));
+        // SAFETY: a signal to the server this test started.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGUSR1);
+        }
         wait(Duration::from_secs(2), || {
             std::fs::metadata(self.dir.join("leases"))
                 .and_then(|m| m.modified())
@@ -134,7 +137,10 @@ impl Drop for Server {
                         .ok()
                         .and_then(|s| s.trim().parse::<u32>().ok())
                 {
-                    let _ = Command::new("kill").arg(pid.to_string()).status();
+                    // SAFETY: a keeper started for this test's container, by PID.
+                    unsafe {
+                        libc::kill(pid as i32, libc::SIGTERM);
+                    }
                 }
             }
         }
@@ -238,6 +244,11 @@ fn keeper_exits_when_the_container_goes_away() {
     let o = s.pipe(&[&s.br, &c.pid_s(), "dhcp"]);
     assert!(o.status.success(), "{}{}", stderr(&o), s.log());
     let keeper = s.keeper_pid(&c).expect("no lease keeper");
+    // Running the same attach again changes nothing and keeps the one keeper.
+    let o = s.pipe(&[&s.br, &c.pid_s(), "dhcp"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("already attached"), "{}", stdout(&o));
+    assert_eq!(s.keeper_pid(&c), Some(keeper));
     // The keeper holds nothing in the namespace: once the container dies, the
     // namespace goes, and with it the host end of the veth.
     let veth = format!("veth1pl{}", c.pid);
