@@ -400,14 +400,25 @@ pub async fn apply(
                 None => Ok(None),
             },
             DStep::MoveBackToHost { name, host_name } => match guest {
-                Some(g) => move_back(g, name, host_name)
-                    .await
-                    .map(|()| {
-                        Some(format!(
-                            "interface {name} (moved back to the host as {host_name})"
-                        ))
-                    })
-                    .map_err(|c| format!("moving {name} back to the host as {host_name} ({c})")),
+                Some(g) => crate::exec::move_back(
+                    g,
+                    host,
+                    name,
+                    &crate::exec::Restore {
+                        name: host_name.clone(),
+                        mtu: None,
+                        mac: None,
+                        alias: String::new(),
+                        up: false,
+                    },
+                )
+                .await
+                .map(|()| {
+                    Some(format!(
+                        "interface {name} (moved back to the host as {host_name})"
+                    ))
+                })
+                .map_err(|c| format!("moving {name} back to the host as {host_name} ({c})")),
                 None => Ok(None),
             },
             DStep::DeleteHostLink { name } => host
@@ -489,26 +500,6 @@ pub async fn drop_bridge_if_unused(
         .await
         .map(|()| Some(format!("bridge {name}")))
         .map_err(|c| format!("deleting bridge {name} ({c})"))
-}
-
-/// Move `name` from the container back into pipe's own (the host's) namespace
-/// as `host_name`, with the alias cleared.
-async fn move_back(
-    guest: &Netlink,
-    name: &str,
-    host_name: &str,
-) -> std::result::Result<(), crate::error::KernelCause> {
-    use std::os::fd::AsFd;
-    let l = guest.link(name).await?.ok_or(crate::error::KernelCause {
-        errno: 19,
-        detail: None,
-    })?;
-    // The main thread never leaves the host's namespace: /proc/self/ns/net is it.
-    let own = std::fs::File::open("/proc/self/ns/net")
-        .map_err(|e| crate::error::KernelCause::from_io(&e))?;
-    guest
-        .move_link(l.index, own.as_fd(), host_name, Some(""), None, None)
-        .await
 }
 
 #[cfg(test)]

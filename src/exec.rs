@@ -41,11 +41,7 @@ enum Undo {
     /// Move a `--direct-phys` link back to the host under its old name.
     MoveBack {
         guest: IfName,
-        host: IfName,
-        mtu: Option<u32>,
-        mac: Option<Mac>,
-        alias: Option<String>,
-        up: bool,
+        restore: Restore,
     },
     /// On an adopted (pre-existing) link: take back an address we added.
     DeleteAddress(u32, ipnetwork::IpNetwork),
@@ -492,11 +488,13 @@ impl Exec<'_> {
                     })?;
                 undo.push(Undo::MoveBack {
                     guest: guest.clone(),
-                    host: host.clone(),
-                    mtu: mtu.map(|_| *old_mtu),
-                    mac: mac.and(*old_mac),
-                    alias: Some(old_alias.clone().unwrap_or_default()),
-                    up: *old_up,
+                    restore: Restore {
+                        name: host.to_string(),
+                        mtu: mtu.map(|_| *old_mtu),
+                        mac: mac.and(*old_mac),
+                        alias: old_alias.clone().unwrap_or_default(),
+                        up: *old_up,
+                    },
                 });
                 self.read_guest_link(guest).await?;
                 let idx = self.guest_index()?;
@@ -819,19 +817,12 @@ async fn rollback(
                 .set_vlan_filtering(*index, false)
                 .await
                 .map_err(|c| format!("turn VLAN filtering on bridge {name} off again ({c})")),
-            Undo::MoveBack {
-                guest: g,
-                host: h,
-                mtu,
-                mac,
-                alias,
-                up,
-            } => move_back(g, h, *mtu, *mac, alias.as_deref(), *up, host, guest)
+            Undo::MoveBack { guest: g, restore } => move_back(guest, host, g.as_str(), restore)
                 .await
                 .map_err(|c| {
                     format!(
-                        "move {g} of container {} back to the host as {h} ({c})",
-                        target.label
+                        "move {g} of container {} back to the host as {} ({c})",
+                        target.label, restore.name
                     )
                 }),
             Undo::DeleteAddress(i, a) => guest
@@ -851,33 +842,41 @@ async fn rollback(
     fails
 }
 
-/// Undo of `--direct-phys`: move the link back into pipe's own (the host's)
-/// namespace under its old name, with its old alias, MTU, MAC and up state.
-#[allow(clippy::too_many_arguments)]
-async fn move_back(
-    guest_name: &IfName,
-    host_name: &IfName,
-    mtu: Option<u32>,
-    mac: Option<Mac>,
-    alias: Option<&str>,
-    up: bool,
-    host: &Netlink,
+/// What a host link moved into a container looks like back on the host.
+#[derive(Debug)]
+pub struct Restore {
+    /// Its name on the host.
+    pub name: String,
+    /// MTU and MAC to put back (`None`: unchanged by the move).
+    pub mtu: Option<u32>,
+    pub mac: Option<Mac>,
+    /// Its alias on the host ("" for none).
+    pub alias: String,
+    /// Bring it up again.
+    pub up: bool,
+}
+
+/// Move `name` from the container back into pipe's own (the host's) namespace
+/// as it was: the undo of `--direct-phys`, and what `detach` does for it.
+pub async fn move_back(
     guest: &Netlink,
+    host: &Netlink,
+    name: &str,
+    r: &Restore,
 ) -> std::result::Result<(), crate::error::KernelCause> {
-    let l = guest
-        .link(guest_name.as_str())
-        .await?
-        .ok_or(crate::error::KernelCause {
-            errno: 19,
-            detail: None,
-        })?;
+    let l = guest.link(name).await?.ok_or(crate::error::KernelCause {
+        errno: 19,
+        detail: None,
+    })?;
     // The main thread never leaves the host's namespace: /proc/self/ns/net is it.
     let own = std::fs::File::open("/proc/self/ns/net")
         .map_err(|e| crate::error::KernelCause::from_io(&e))?;
     guest
-        .move_link(l.index, own.as_fd(), host_name.as_str(), alias, mtu, mac)
+        .move_link(l.index, own.as_fd(), &r.name, Some(&r.alias), r.mtu, r.mac)
         .await?;
-    if up && let Some(h) = host.link(host_name.as_str()).await? {
+    if r.up
+        && let Some(h) = host.link(&r.name).await?
+    {
         host.set_up(h.index, true).await?;
     }
     Ok(())

@@ -36,7 +36,7 @@ pub type NlResult<T> = Result<T, KernelCause>;
 const ENODEV: i32 = 19;
 
 /// A link as read back from the kernel.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Link {
     pub index: u32,
     pub name: String,
@@ -89,7 +89,7 @@ impl Link {
 }
 
 /// A link plus the kind-specific facts VLAN, ipvlan and bridge decisions need.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LinkDetail {
     pub link: Link,
     /// `IFLA_LINK`: the lower device (parent of a VLAN, macvlan, ipvlan).
@@ -106,14 +106,7 @@ pub struct LinkDetail {
 
 impl LinkDetail {
     fn from_message(m: LinkMessage) -> LinkDetail {
-        let mut d = LinkDetail {
-            link: Link::from_message(LinkMessage::default()),
-            parent: None,
-            parent_netnsid: None,
-            vlan: None,
-            vlan_filtering: None,
-            default_pvid: None,
-        };
+        let mut d = LinkDetail::default();
         for a in &m.attributes {
             match a {
                 LinkAttribute::Link(i) => d.parent = Some(*i),
@@ -291,26 +284,22 @@ impl Netlink {
     /// One link by name, without a dump; `None` when there is no such link.
     pub async fn link(&self, name: &str) -> NlResult<Option<Link>> {
         debug!("netlink: get link {name}");
-        let mut s = self.handle.link().get().match_name(name).execute();
-        match s.next().await {
-            Some(Ok(m)) => Ok(Some(Link::from_message(m))),
-            Some(Err(e)) => {
-                let c = cause(e);
-                // ENODEV: no such device. EINVAL: old kernels reject lookups of bad names.
-                if c.errno == ENODEV { Ok(None) } else { Err(c) }
-            }
-            None => Ok(None),
-        }
+        Ok(self.link_message(name).await?.map(Link::from_message))
     }
 
     /// One link by name with its kind-specific details; `None` when there is no such link.
     pub async fn link_detail(&self, name: &str) -> NlResult<Option<LinkDetail>> {
         debug!("netlink: get link {name} (details)");
+        Ok(self.link_message(name).await?.map(LinkDetail::from_message))
+    }
+
+    async fn link_message(&self, name: &str) -> NlResult<Option<LinkMessage>> {
         let mut s = self.handle.link().get().match_name(name).execute();
         match s.next().await {
-            Some(Ok(m)) => Ok(Some(LinkDetail::from_message(m))),
+            Some(Ok(m)) => Ok(Some(m)),
             Some(Err(e)) => {
                 let c = cause(e);
+                // ENODEV: no such device. EINVAL: old kernels reject lookups of bad names.
                 if c.errno == ENODEV { Ok(None) } else { Err(c) }
             }
             None => Ok(None),
