@@ -482,8 +482,11 @@ pub fn start_keeper(s: &KeeperState) -> io::Result<u32> {
             Ok(())
         });
     }
-    let child = cmd.spawn()?;
+    let mut child = cmd.spawn()?;
     let pid = child.id();
+    // A long-running parent (`pipe watch`) reaps the keeper when it exits;
+    // a short one exits first, and the keeper is re-parented.
+    std::thread::spawn(move || child.wait());
     std::fs::write(pid_path(&s.label, &s.ifname), format!("{pid}\n"))?;
     info!(
         "dhcp: lease keeper for {}@{} is PID {pid}",
