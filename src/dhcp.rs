@@ -479,6 +479,12 @@ pub fn start_keeper(s: &KeeperState) -> io::Result<u32> {
     unsafe {
         cmd.pre_exec(|| {
             libc::setsid();
+            // Like any daemon: keep no descriptor of the caller's (a pipe a
+            // script reads until EOF, say) beyond stdin, stdout and stderr.
+            // CLOSE_RANGE_CLOEXEC: closed at exec, so std's own exec-error
+            // pipe still works until then.
+            const CLOSE_RANGE_CLOEXEC: u32 = 1 << 2;
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC);
             Ok(())
         });
     }
