@@ -138,11 +138,15 @@ def run_apply(binary, n):
             for i, c in enumerate(conts):
                 f.write(f'[[attach]]\ncontainer = "{c.pid}"\nhost = "{BR}"\naddr = "10.66.{100 + i // 250}.{1 + i % 250}/16"\n\n')
         t0 = time.perf_counter_ns()
-        pid = os.posix_spawn(binary, [binary, "apply", path], os.environ, file_actions=[(os.POSIX_SPAWN_OPEN, 1, "/dev/null", os.O_WRONLY, 0)])
+        err = f"/tmp/pb-apply-{os.getpid()}.err"
+        pid = os.posix_spawn(binary, [binary, "apply", path], os.environ, file_actions=[
+            (os.POSIX_SPAWN_OPEN, 1, "/dev/null", os.O_WRONLY, 0),
+            (os.POSIX_SPAWN_OPEN, 2, err, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)])
         _, status, ru = os.wait4(pid, 0)
         t1 = time.perf_counter_ns()
         if os.waitstatus_to_exitcode(status) != 0:
-            raise RuntimeError("pipe apply failed")
+            raise RuntimeError("pipe apply failed: " + open(err).read()[-2000:])
+        os.unlink(err)
         return (t1 - t0) / 1e6, ru.ru_maxrss / 1024
     finally:
         os.unlink(path)
