@@ -61,6 +61,14 @@ impl Error {
         }
     }
 
+    /// `with_hint` when there is one.
+    pub fn with_hint_opt<S: Into<String>>(self, h: Option<S>) -> Error {
+        match h {
+            Some(h) => self.with_hint(h),
+            None => self,
+        }
+    }
+
     /// The errno of a kernel error, if that is what this is.
     pub fn errno(&self) -> Option<i32> {
         match self {

@@ -148,6 +148,19 @@ impl Exec<'_> {
         }
     }
 
+    /// A child link (macvlan, ipvlan) was just created in the container: read
+    /// it back and give it pipe's ownership tag.
+    async fn adopt_child(&mut self, guest: &IfName) -> Result<()> {
+        self.read_guest_link(guest).await?;
+        let idx = self.guest_index()?;
+        let label = &self.target.label;
+        let tag = crate::state::tag(label, guest.as_str());
+        self.guest
+            .set_alias(idx, &tag, None)
+            .await
+            .map_err(|c| Error::kernel(format!("tagging {guest} in container {label}"), c))
+    }
+
     async fn read_guest_link(&mut self, name: &IfName) -> Result<()> {
         let label = &self.target.label;
         let l = self
@@ -271,10 +284,7 @@ impl Exec<'_> {
                         ),
                         c,
                     );
-                    match hint {
-                        Some(h) => e.with_hint(h),
-                        None => e,
-                    }
+                    e.with_hint_opt(hint)
                 })?;
                 undo.push(Undo::DeleteHostLink(host.clone()));
                 self.read_guest_link(guest).await?;
@@ -329,18 +339,10 @@ impl Exec<'_> {
                             format!("creating macvlan {guest} on {parent} in container {label}"),
                             c,
                         );
-                        match hint {
-                            Some(h) => e.with_hint(h),
-                            None => e,
-                        }
+                        e.with_hint_opt(hint)
                     })?;
                 undo.push(Undo::DeleteGuestLink(guest.clone()));
-                self.read_guest_link(guest).await?;
-                let idx = self.guest_index()?;
-                let tag = crate::state::tag(&label, guest.as_str());
-                self.guest.set_alias(idx, &tag, None).await.map_err(|c| {
-                    Error::kernel(format!("tagging {guest} in container {label}"), c)
-                })?;
+                self.adopt_child(guest).await?;
             }
             Step::CreateVlan {
                 name,
@@ -372,10 +374,7 @@ impl Exec<'_> {
                             format!("creating 802.1Q sub-interface {name} (VLAN {vid}) on {parent}"),
                             c,
                         );
-                        match hint {
-                            Some(h) => e.with_hint(h),
-                            None => e,
-                        }
+                        e.with_hint_opt(hint)
                     })?;
                 undo.push(Undo::DeleteHostLink(name.clone()));
                 let v = self
@@ -434,18 +433,10 @@ impl Exec<'_> {
                             ),
                             c,
                         );
-                        match hint {
-                            Some(h) => e.with_hint(h),
-                            None => e,
-                        }
+                        e.with_hint_opt(hint)
                     })?;
                 undo.push(Undo::DeleteGuestLink(guest.clone()));
-                self.read_guest_link(guest).await?;
-                let idx = self.guest_index()?;
-                let tag = crate::state::tag(&label, guest.as_str());
-                self.guest.set_alias(idx, &tag, None).await.map_err(|c| {
-                    Error::kernel(format!("tagging {guest} in container {label}"), c)
-                })?;
+                self.adopt_child(guest).await?;
             }
             Step::MoveToGuest {
                 host,
@@ -481,10 +472,7 @@ impl Exec<'_> {
                             format!("moving {host} into container {label} as {guest}"),
                             c,
                         );
-                        match hint {
-                            Some(h) => e.with_hint(h),
-                            None => e,
-                        }
+                        e.with_hint_opt(hint)
                     })?;
                 undo.push(Undo::MoveBack {
                     guest: guest.clone(),
@@ -512,10 +500,7 @@ impl Exec<'_> {
                     );
                     let e =
                         Error::kernel(format!("turning on VLAN filtering on bridge {bridge}"), c);
-                    match hint {
-                        Some(h) => e.with_hint(h),
-                        None => e,
-                    }
+                    e.with_hint_opt(hint)
                 })?;
                 // A bridge created by this run goes away whole on rollback.
                 if index.is_some() {

@@ -147,10 +147,7 @@ async fn ip(
                 _ => None,
             };
             let e = Error::kernel(action.clone(), c);
-            match hint {
-                Some(h) => e.with_hint(h),
-                None => e,
-            }
+            e.with_hint_opt(hint)
         })?;
     } else if let Some(r) = rule {
         nl.rule_request(&r).await.map_err(|c| {
@@ -160,10 +157,7 @@ async fn ip(
                 _ => None,
             };
             let e = Error::kernel(action.clone(), c);
-            match hint {
-                Some(h) => e.with_hint(h),
-                None => e,
-            }
+            e.with_hint_opt(hint)
         })?;
     }
     Ok(())
