@@ -257,6 +257,13 @@ fn run_command(cmd: cli::Command, dry_run: bool, json: bool) -> Result<()> {
     }
 }
 
+/// Does br_netfilter pass bridged IPv4 frames to iptables in this namespace?
+fn bridged_traffic_is_filtered() -> bool {
+    std::fs::read_to_string("/proc/sys/net/bridge/bridge-nf-call-iptables")
+        .map(|v| v.trim() == "1")
+        .unwrap_or(false)
+}
+
 /// Pipe needs to enter namespaces and change links.
 pub(crate) fn check_privileges() -> Result<()> {
     const CAP_NET_ADMIN: u32 = 12;
@@ -340,6 +347,19 @@ pub async fn attach_resolved(
     }
     let noop = rerun::is_noop(&plan);
     let applied = exec::apply(&plan, &target, host, &guest).await?;
+    if let Some(br) = plan.steps.iter().find_map(|s| match s {
+        plan::Step::CreateBridge { name } => Some(name),
+        _ => None,
+    }) && bridged_traffic_is_filtered()
+    {
+        // The classic trap on Docker hosts: br_netfilter sends bridged frames
+        // through iptables FORWARD, whose policy Docker sets to DROP.
+        eprintln!(
+            "pipe: note: bridged traffic on this host goes through iptables (bridge-nf-call-iptables=1); \
+             if the FORWARD policy is DROP (as Docker sets it), containers on {br} cannot reach each other \
+             until you allow it, e.g. iptables -I FORWARD -i {br} -o {br} -j ACCEPT"
+        );
+    }
     let mut r = report::Report::new(spec, &target, &plan, &applied);
     r.already_attached = noop;
     let rec = state::after_attach(spec, &target, &plan, &applied, old.clone(), persist);

@@ -473,3 +473,25 @@ fn pid_1_namespace_is_refused_even_from_another_namespace() {
         assert!(stdout(&o).is_empty(), "no plan printed: {}", stdout(&o));
     }
 }
+
+#[test]
+fn new_bridge_warns_when_bridged_traffic_goes_through_iptables() {
+    let host = Ns::new("ph");
+    let c = Container::new();
+    let br = unique("br");
+    let sysctl = stdout(&host.exec(&["cat", "/proc/sys/net/bridge/bridge-nf-call-iptables"]));
+    let o = host.pipe(&[&br, &c.pid_s(), "10.89.0.2/24"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let noted = stderr(&o).contains("bridge-nf-call-iptables=1");
+    assert_eq!(
+        noted,
+        sysctl.trim() == "1",
+        "sysctl {sysctl:?}, stderr {}",
+        stderr(&o)
+    );
+    // Attaching to the bridge that now exists says nothing again.
+    let d = Container::new();
+    let o = host.pipe(&[&br, &d.pid_s(), "10.89.0.3/24"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("iptables"), "{}", stderr(&o));
+}
