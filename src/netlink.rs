@@ -369,11 +369,28 @@ impl Netlink {
             MacvlanMode::Vepa => MacVlanMode::Vepa,
             MacvlanMode::Passthru => MacVlanMode::Passthrough,
         };
+        self.add_child(
+            l,
+            parent,
+            InfoKind::MacVlan,
+            InfoData::MacVlan(vec![InfoMacVlan::Mode(mode)]),
+        )
+        .await
+    }
+
+    /// A link stacked on `parent` (IFLA_LINK): macvlan, ipvlan, 802.1Q.
+    async fn add_child(
+        &self,
+        l: &NewLink<'_>,
+        parent: u32,
+        kind: InfoKind,
+        data: InfoData,
+    ) -> NlResult<()> {
         let mut m = l.message();
         m.attributes.push(LinkAttribute::Link(parent));
         m.attributes.push(LinkAttribute::LinkInfo(vec![
-            LinkInfo::Kind(InfoKind::MacVlan),
-            LinkInfo::Data(InfoData::MacVlan(vec![InfoMacVlan::Mode(mode)])),
+            LinkInfo::Kind(kind),
+            LinkInfo::Data(data),
         ]));
         self.add_link(m).await
     }
@@ -381,16 +398,16 @@ impl Netlink {
     /// An 802.1Q sub-interface `l` of `parent` (created where `l.netns` says).
     pub async fn create_vlan(&self, l: &NewLink<'_>, parent: u32, vid: u16) -> NlResult<()> {
         debug!("netlink: create vlan {} id {vid} on #{parent}", l.name);
-        let mut m = l.message();
-        m.attributes.push(LinkAttribute::Link(parent));
-        m.attributes.push(LinkAttribute::LinkInfo(vec![
-            LinkInfo::Kind(InfoKind::Vlan),
-            LinkInfo::Data(InfoData::Vlan(vec![
+        self.add_child(
+            l,
+            parent,
+            InfoKind::Vlan,
+            InfoData::Vlan(vec![
                 InfoVlan::Id(vid),
                 InfoVlan::Protocol(VlanProtocol::Ieee8021Q),
-            ])),
-        ]));
-        self.add_link(m).await
+            ]),
+        )
+        .await
     }
 
     pub async fn create_ipvlan(
@@ -409,13 +426,13 @@ impl Netlink {
             IpvlanMode::L3 => IpVlanMode::L3,
             IpvlanMode::L3s => IpVlanMode::L3S,
         };
-        let mut m = l.message();
-        m.attributes.push(LinkAttribute::Link(parent));
-        m.attributes.push(LinkAttribute::LinkInfo(vec![
-            LinkInfo::Kind(InfoKind::IpVlan),
-            LinkInfo::Data(InfoData::IpVlan(vec![InfoIpVlan::Mode(mode)])),
-        ]));
-        self.add_link(m).await
+        self.add_child(
+            l,
+            parent,
+            InfoKind::IpVlan,
+            InfoData::IpVlan(vec![InfoIpVlan::Mode(mode)]),
+        )
+        .await
     }
 
     /// `ip link set BRIDGE type bridge vlan_filtering 0|1`: an RTM_NEWLINK without
