@@ -81,11 +81,12 @@ impl fmt::Display for DStep {
                 f,
                 "ip link set {name} netns HOST name {host_name} alias \"\" (from the container)"
             ),
-            DStep::DeleteHostLink { name } => write!(f, "ip link del {name}"),
+            DStep::DeleteHostLink { name } | DStep::DeleteShared { name } => {
+                write!(f, "ip link del {name}")
+            }
             DStep::DeleteBridgeIfUnused { name } => {
                 write!(f, "ip link del {name} (if no port is left)")
             }
-            DStep::DeleteShared { name } => write!(f, "ip link del {name}"),
             DStep::RemoveNetnsLink { name } => write!(f, "ip netns delete {name}"),
             DStep::RemoveRecord { label, ifname } => {
                 write!(f, "rm {}", state::path(label, ifname).display())
@@ -421,19 +422,9 @@ pub async fn apply(
                 .map_err(|c| format!("moving {name} back to the host as {host_name} ({c})")),
                 None => Ok(None),
             },
-            DStep::DeleteHostLink { name } => host
-                .delete_link_named(name)
-                .await
-                .map(|()| Some(format!("host interface {name}")))
-                .or_else(|c| {
-                    if c.errno == 19 {
-                        Ok(None)
-                    } else {
-                        Err(format!("deleting host interface {name} ({c})"))
-                    }
-                }),
             DStep::DeleteBridgeIfUnused { name } => drop_bridge_if_unused(host, name).await,
-            DStep::DeleteShared { name } => host
+            // Gone already (ENODEV, e.g. with its namespace) is what we wanted.
+            DStep::DeleteHostLink { name } | DStep::DeleteShared { name } => host
                 .delete_link_named(name)
                 .await
                 .map(|()| Some(format!("host interface {name}")))

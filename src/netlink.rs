@@ -937,17 +937,9 @@ impl Netlink {
     }
 
     pub async fn delete_address(&self, index: u32, net: IpNetwork) -> NlResult<()> {
-        use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+        use netlink_packet_route::address::AddressAttribute;
         debug!("netlink: delete address {net} from #{index}");
-        let mut m = AddressMessage::default();
-        m.header.family = if net.is_ipv6() {
-            AddressFamily::Inet6
-        } else {
-            AddressFamily::Inet
-        };
-        m.header.prefix_len = net.prefix();
-        m.header.index = index;
-        m.attributes.push(AddressAttribute::Local(net.ip()));
+        let mut m = address_message(index, net);
         if net.is_ipv4() {
             m.attributes.push(AddressAttribute::Address(net.ip()));
         }
@@ -1028,17 +1020,9 @@ impl Netlink {
         valid: u32,
         preferred: u32,
     ) -> NlResult<()> {
-        use netlink_packet_route::address::{AddressAttribute, AddressMessage, CacheInfo};
+        use netlink_packet_route::address::{AddressAttribute, CacheInfo};
         debug!("netlink: replace address {net} on #{index} valid {valid}s preferred {preferred}s");
-        let mut m = AddressMessage::default();
-        m.header.family = if net.is_ipv6() {
-            AddressFamily::Inet6
-        } else {
-            AddressFamily::Inet
-        };
-        m.header.prefix_len = net.prefix();
-        m.header.index = index;
-        m.attributes.push(AddressAttribute::Local(net.ip()));
+        let mut m = address_message(index, net);
         m.attributes.push(AddressAttribute::Address(net.ip()));
         if let ipnetwork::IpNetwork::V4(v4) = net {
             m.attributes
@@ -1054,4 +1038,19 @@ impl Netlink {
         )
         .await
     }
+}
+
+/// An address request for `net` on link `index` (IFA_LOCAL set; callers add the rest).
+fn address_message(index: u32, net: IpNetwork) -> netlink_packet_route::address::AddressMessage {
+    use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+    let mut m = AddressMessage::default();
+    m.header.family = if net.is_ipv6() {
+        AddressFamily::Inet6
+    } else {
+        AddressFamily::Inet
+    };
+    m.header.prefix_len = net.prefix();
+    m.header.index = index;
+    m.attributes.push(AddressAttribute::Local(net.ip()));
+    m
 }
