@@ -1,21 +1,24 @@
-//! `pipe detach GUEST [-i IFNAME]`: undo an attach, guided by its state record
-//! and the ownership tags; and the shared teardown that `gc` and `watch` use
-//! for attachments whose container is gone.
+//! `pipe detach GUEST [-i IFNAME]`, crash recovery and collection: planners
+//! that turn an attachment's record and what the kernel shows into teardown
+//! operations for the one executor (`exec::teardown`).
 //!
 //! Observe, plan (pure: [`plan`]), then act; teardown goes on past a failed
-//! step and reports every failure together.
+//! step and reports every failure together. Nothing is deleted without proof
+//! that it belongs to exactly this attachment: its tag, or (for a run that was
+//! killed before it could tag) the journal.
 
-use std::fmt;
 use std::time::Duration;
 
-use log::{debug, warn};
+use log::debug;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::exec::{self, Cx};
 use crate::netlink::{Link, Netlink, Route};
 use crate::netns;
+use crate::ops::{Owner, Restore, Teardown};
 use crate::spec::{GuestRef, IfName};
-use crate::state::{self, Record, SHARED_TAG, is_tag};
+use crate::state::{AttachmentId, Created, Kind, Record, Store};
 
 /// What the operator asked.
 #[derive(Clone, Debug)]
@@ -26,161 +29,158 @@ pub struct DetachSpec {
     pub timeout: Duration,
 }
 
-/// One teardown step.
-#[derive(Clone, Debug)]
-pub enum DStep {
-    /// Put back the default route the attach replaced (ours is still current).
-    RestoreDefault {
-        route: Route,
-    },
-    /// Delete the container interface (a veth takes its host end along).
-    DeleteGuestLink {
-        name: String,
-    },
-    /// Move a `--direct-phys` interface back to the host under its old name
-    /// (the alias the attach gave it), clearing that alias.
-    MoveBackToHost {
-        name: String,
-        host_name: String,
-    },
-    /// Delete a host link left over (the host end of a veth whose peer is gone).
-    DeleteHostLink {
-        name: String,
-    },
-    /// Delete a bridge pipe created, if no port is left when we get there.
-    DeleteBridgeIfUnused {
-        name: String,
-    },
-    /// Delete another shared host link pipe created (an 802.1Q sub-interface)
-    /// that no other attachment uses.
-    DeleteShared {
-        name: String,
-    },
-    RemoveNetnsLink {
-        name: String,
-    },
-    RemoveRecord {
-        label: String,
-        ifname: String,
-    },
-}
-
-impl fmt::Display for DStep {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            DStep::RestoreDefault { route } => write!(
-                f,
-                "ip route replace default{} (the route the attach replaced)",
-                route
-                    .gateway()
-                    .map(|g| format!(" via {g}"))
-                    .unwrap_or_default()
-            ),
-            DStep::DeleteGuestLink { name } => write!(f, "ip link del {name} (in the container)"),
-            DStep::MoveBackToHost { name, host_name } => write!(
-                f,
-                "ip link set {name} netns HOST name {host_name} alias \"\" (from the container)"
-            ),
-            DStep::DeleteHostLink { name } | DStep::DeleteShared { name } => {
-                write!(f, "ip link del {name}")
-            }
-            DStep::DeleteBridgeIfUnused { name } => {
-                write!(f, "ip link del {name} (if no port is left)")
-            }
-            DStep::RemoveNetnsLink { name } => write!(f, "ip netns delete {name}"),
-            DStep::RemoveRecord { label, ifname } => {
-                write!(f, "rm {}", state::path(label, ifname).display())
-            }
-        }
-    }
+/// Why an attachment is torn down: each has its own proof of ownership.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Why {
+    /// `pipe detach` (`force`: also an interface pipe did not make).
+    Detach { force: bool },
+    /// The journal of a run that died half-way: remove what it names.
+    Recover,
+    /// The namespace is gone (gc, `pipe watch` on a container's death).
+    Collect,
 }
 
 /// Everything the teardown plan depends on, read before any change.
-#[derive(Clone, Debug, Default)]
-pub struct DetachFacts {
+#[derive(Clone, Debug)]
+pub struct Facts {
+    pub id: AttachmentId,
+    /// How messages name the container.
     pub label: String,
-    pub ifname: String,
     /// The container interface; `None` if it (or the container) is gone.
     pub link: Option<Link>,
     pub record: Option<Record>,
     /// Current default routes (IPv4, IPv6) in the container.
     pub defaults: [Option<Route>; 2],
-    /// A host link by the record's host-side name that still exists.
-    pub host_leftover: Option<String>,
-    /// The bridge the veth is in, if pipe created it (tagged) and no other record uses it.
-    pub bridge_to_drop: Option<String>,
-    /// Other shared host links pipe created (VLAN sub-interfaces) that no other record uses.
-    pub shared_to_drop: Vec<String>,
-    /// The /var/run/netns name to drop: pipe made it and no other record of this container is left.
-    pub netns_to_drop: Option<String>,
-    pub force: bool,
+    /// Another record of the same namespace uses its /var/run/netns link.
+    pub netns_shared: bool,
 }
 
-/// Pure: the teardown steps, or why not.
-pub fn plan(f: &DetachFacts) -> Result<Vec<DStep>> {
-    let (label, ifname) = (&f.label, &f.ifname);
-    let mut steps = Vec::new();
-    match &f.link {
-        None if f.record.is_none() => {
+/// Pure: the teardown operations, or why not.
+pub fn plan(f: &Facts, why: Why) -> Result<Vec<Teardown>> {
+    let (label, ifname, id) = (&f.label, &f.id.ifname, &f.id);
+    let force = matches!(why, Why::Detach { force: true });
+    let mut ops = Vec::new();
+    let guest_owner = match why {
+        Why::Recover => Owner::Journaled(id.clone()),
+        _ if force => Owner::Forced,
+        _ => Owner::Tag(id.clone()),
+    };
+    match (&f.link, &f.record) {
+        (None, None) => {
             return Err(Error::Refused(format!(
                 "container {label} has no interface {ifname} and pipe has no record of it; nothing to detach"
             )));
         }
-        None => {}
-        Some(l) => {
-            if f.record.is_none() && !is_tag(l.alias.as_deref()) && !f.force {
-                return Err(Error::Refused(format!(
+        (Some(l), None) if !force && !id.owns(l.alias.as_deref()) => {
+            return Err(Error::Refused(if crate::state::is_tag(l.alias.as_deref()) {
+                format!(
+                    "interface {ifname} of container {label} carries another attachment's tag ({}); \
+                     pass --force to delete it anyway",
+                    l.alias.as_deref().unwrap_or_default()
+                )
+            } else {
+                format!(
                     "interface {ifname} of container {label} was not made by pipe (no record, no pipe: alias); \
                      pass --force to delete it anyway"
-                )));
-            }
-            if let Some(r) = &f.record {
-                for (i, cur) in f.defaults.iter().enumerate() {
-                    let ours = cur.as_ref().is_some_and(|c| c.oif() == Some(l.index));
-                    let prev = r
-                        .previous_route(i == 1)
-                        .flatten()
-                        .and_then(|b| Route::from_bytes(&b));
-                    if ours && let Some(route) = prev {
-                        steps.push(DStep::RestoreDefault { route });
-                    }
-                }
-            }
-            // A moved-in host interface goes back; anything else pipe made is deleted.
-            match &f.record {
-                Some(r) if r.kind == "phys" => steps.push(DStep::MoveBackToHost {
-                    name: l.name.clone(),
-                    host_name: l
-                        .alias
-                        .clone()
-                        .filter(|a| !a.is_empty() && !is_tag(Some(a)))
-                        .unwrap_or_else(|| r.host_if.clone()),
-                }),
-                _ => steps.push(DStep::DeleteGuestLink {
-                    name: l.name.clone(),
-                }),
-            }
+                )
+            }));
         }
+        _ => {}
     }
-    if let Some(h) = &f.host_leftover {
-        steps.push(DStep::DeleteHostLink { name: h.clone() });
-    }
-    if let Some(b) = &f.bridge_to_drop {
-        steps.push(DStep::DeleteBridgeIfUnused { name: b.clone() });
-    }
-    for n in &f.shared_to_drop {
-        steps.push(DStep::DeleteShared { name: n.clone() });
-    }
-    if let Some(n) = &f.netns_to_drop {
-        steps.push(DStep::RemoveNetnsLink { name: n.clone() });
-    }
-    if f.record.is_some() {
-        steps.push(DStep::RemoveRecord {
-            label: label.clone(),
+    if let Some(r) = &f.record
+        && r.spec.addr.starts_with("dhcp")
+    {
+        ops.push(Teardown::StopKeeper {
+            label: r.label.clone(),
             ifname: ifname.clone(),
         });
     }
-    Ok(steps)
+    if let Some(l) = &f.link {
+        if let Some(r) = &f.record {
+            for (i, cur) in f.defaults.iter().enumerate() {
+                let ours = cur.as_ref().is_some_and(|c| c.oif() == Some(l.index));
+                let prev = r
+                    .previous_route(i == 1)
+                    .flatten()
+                    .and_then(|b| Route::from_bytes(&b));
+                if ours && let Some(route) = prev {
+                    ops.push(Teardown::RestoreRoute(route));
+                }
+            }
+        }
+        // A moved-in host interface goes back; anything else pipe made is deleted.
+        match &f.record {
+            Some(r) if r.kind == Kind::Phys => ops.push(Teardown::MoveBack {
+                guest: ifname.clone(),
+                restore: Restore {
+                    name: l
+                        .alias
+                        .clone()
+                        .filter(|a| {
+                            !a.is_empty() && !crate::state::is_tag(Some(a)) && a.parse::<IfName>().is_ok()
+                        })
+                        .unwrap_or_else(|| r.host_if.to_string()),
+                    mtu: None,
+                    mac: None,
+                    alias: String::new(),
+                    up: false,
+                },
+            }),
+            _ => ops.push(Teardown::DeleteGuestLink {
+                name: ifname.clone(),
+                owner: guest_owner.clone(),
+            }),
+        }
+    }
+    let Some(r) = &f.record else {
+        return Ok(ops);
+    };
+    let host_owner = match why {
+        Why::Recover => Owner::Journaled(id.clone()),
+        _ => Owner::Tag(id.clone()),
+    };
+    // The host end of a veth normally goes with its peer; a leftover goes now.
+    let mut host_links: Vec<&IfName> = r.host_ifname.iter().collect();
+    for c in &r.created {
+        if let Created::HostLink(n) = c
+            && !host_links.contains(&n)
+        {
+            host_links.push(n);
+        }
+    }
+    for n in host_links {
+        ops.push(Teardown::DeleteHostLink {
+            name: n.clone(),
+            owner: host_owner.clone(),
+        });
+    }
+    // Shared links: the ones this record created, and its bridge or parent if
+    // pipe created that for another attachment (the executor checks the tag
+    // and that nothing else uses it, under the lock).
+    let mut shared: Vec<&IfName> = r.created_shared().collect();
+    // A p2p record's host_if is the peer's end in the other container, not a host link.
+    if r.kind != Kind::P2p && !shared.contains(&&r.host_if) {
+        shared.push(&r.host_if);
+    }
+    for n in shared {
+        ops.push(Teardown::ReleaseShared {
+            name: n.clone(),
+            untagged: why == Why::Recover && r.created_shared().any(|c| c == n),
+            except: Some(id.clone()),
+        });
+    }
+    if let Some(n) = r.netns_link()
+        && !f.netns_shared
+    {
+        ops.push(Teardown::RemoveNetnsLink {
+            name: n.clone(),
+            ns: r.netns,
+        });
+    }
+    if !(why == Why::Collect && r.kept()) {
+        ops.push(Teardown::RemoveRecord(id.clone()));
+    }
+    Ok(ops)
 }
 
 /// What `detach` prints.
@@ -191,93 +191,167 @@ pub struct Outcome {
     pub removed: Vec<String>,
 }
 
-pub async fn detach(d: &DetachSpec, dry_run: bool) -> Result<Outcome> {
-    let host =
-        Netlink::current().map_err(|c| Error::kernel("opening a netlink socket on the host", c))?;
-    let ifname = d.ifname.as_str();
-    let target = match crate::guest::resolve(&d.guest, d.timeout).await {
-        Ok(t) => Some(t),
-        Err(e) => {
-            // The container is gone: what is left is on the host, and on record.
-            if load(&d.guest.to_string(), ifname)?.is_none() {
-                return Err(e);
-            }
-            debug!(
-                "detach: {} does not resolve ({e}); cleaning up from its record",
-                d.guest
-            );
-            None
-        }
-    };
-    let (label, guest) = match &target {
-        Some(t) => {
-            let sock = netns::socket_in(&t.netns).map_err(|e| {
-                Error::kernel(
-                    format!("entering the network namespace of {}", t.label),
-                    crate::error::KernelCause::from_io(&e),
-                )
-            })?;
-            let g = Netlink::from_socket(sock)
-                .map_err(|c| Error::kernel("opening a netlink socket in the container", c))?;
-            (t.label.clone(), Some(g))
-        }
-        None => (d.guest.to_string(), None),
-    };
-    let link_name = target.as_ref().and_then(|t| t.link_name.clone());
-    let mut f = observe(&label, ifname, guest.as_ref(), &host, link_name).await?;
-    f.force = d.force;
-    let steps = plan(&f)?;
-    if dry_run {
-        for s in &steps {
-            println!("{s}");
-        }
-        return Ok(Outcome {
-            container: label,
-            ifname: ifname.to_string(),
-            removed: Vec::new(),
-        });
-    }
-    // A DHCP lease keeper releases its lease and exits before the link goes.
-    let released = crate::dhcp::stop_keeper(&label, ifname, std::time::Duration::from_secs(3));
-    let mut removed = apply(&steps, guest.as_ref(), &host).await?;
-    if released {
-        removed.push("DHCP lease (released)".into());
-    }
-    Ok(Outcome {
-        container: label,
-        ifname: ifname.to_string(),
-        removed,
-    })
+/// Open a netlink socket inside a namespace.
+pub fn guest_socket(ns: &netns::Netns, label: &str) -> Result<Netlink> {
+    let sock = netns::socket_in(ns).map_err(|e| {
+        Error::kernel(
+            format!("entering the network namespace of {label}"),
+            crate::error::KernelCause::from_io(&e),
+        )
+    })?;
+    Netlink::from_socket(sock)
+        .map_err(|c| Error::kernel("opening a netlink socket in the container", c))
 }
 
-fn load(label: &str, ifname: &str) -> Result<Option<Record>> {
-    state::load(label, ifname).map_err(|e| {
+pub fn open_store() -> Result<Store> {
+    Store::open().map_err(|e| {
         Error::Refused(format!(
-            "cannot read pipe's record {}: {e}; remove it if it is damaged",
-            state::path(label, ifname).display()
+            "cannot open pipe's state directory {}: {e}",
+            crate::state_dir().display()
         ))
     })
 }
 
-/// Read what the teardown depends on. `guest` is `None` when the container is gone.
-pub async fn observe(
-    label: &str,
-    ifname: &str,
-    guest: Option<&Netlink>,
+pub fn load(store: &Store, id: &AttachmentId) -> Result<Option<Record>> {
+    store.load(id).map_err(|e| {
+        Error::Refused(format!(
+            "pipe's record {} is unreadable or was tampered with ({e}); nothing was changed: \
+             inspect it and remove it",
+            store.record_path(id).display()
+        ))
+    })
+}
+
+pub async fn detach(d: &DetachSpec, dry_run: bool) -> Result<Outcome> {
+    let host =
+        Netlink::current().map_err(|c| Error::kernel("opening a netlink socket on the host", c))?;
+    let store = open_store()?;
+    let target = match crate::guest::resolve(&d.guest, d.timeout).await {
+        Ok(t) => Some(t),
+        Err(e) => {
+            // The container is gone: what is left is on the host, and on record.
+            let name = d.guest.to_string();
+            let recs: Vec<Record> = store
+                .all()
+                .into_iter()
+                .flatten()
+                .filter(|r| r.ifname == d.ifname && r.has_label(&name))
+                .collect();
+            if recs.is_empty() {
+                return Err(e);
+            }
+            debug!("detach: {name} does not resolve ({e}); cleaning up from its records");
+            let mut out = Outcome {
+                container: name.clone(),
+                ifname: d.ifname.to_string(),
+                removed: Vec::new(),
+            };
+            for r in recs {
+                let o = one(&store, &host, None, r.id(), &name, d.force, dry_run).await?;
+                out.removed.extend(o.removed);
+            }
+            return Ok(out);
+        }
+    };
+    let t = target.expect("resolved");
+    let id = AttachmentId::new(t.netns.id, d.ifname.clone());
+    let g = guest_socket(&t.netns, &t.label)?;
+    one(&store, &host, Some((&t.netns, &g)), id, &t.label, d.force, dry_run).await
+}
+
+/// Detach one attachment, under its lock.
+async fn one(
+    store: &Store,
     host: &Netlink,
-    netns_name: Option<String>,
-) -> Result<DetachFacts> {
-    let record = load(label, ifname)?;
-    let mut f = DetachFacts {
+    guest: Option<(&netns::Netns, &Netlink)>,
+    id: AttachmentId,
+    label: &str,
+    force: bool,
+    dry_run: bool,
+) -> Result<Outcome> {
+    let _lock = store.lock(&id, true).map_err(|e| {
+        Error::Refused(format!("taking the lock of {id} in {}: {e}", store.path().display()))
+    })?;
+    let mut f = observe(store, &id, label, guest.map(|g| g.1)).await?;
+    let mut why = Why::Detach { force };
+    if let Some(r) = &f.record
+        && let Some(o) = r.pending
+    {
+        if o.alive() {
+            return Err(Error::Refused(format!(
+                "an attach of {} in {label} is under way (pipe PID {}); try again when it is done",
+                id.ifname, o.pid
+            )));
+        }
+        why = Why::Recover;
+    }
+    if f.link.is_none() && f.record.is_some() && guest.is_some() {
+        // The record is of this namespace and its interface is gone: collect.
+        why = if why == Why::Recover { why } else { Why::Collect };
+        if let Some(r) = f.record.as_mut() {
+            // An explicit detach forgets a persistent attachment too.
+            r.persist = false;
+            r.from_file = false;
+        }
+    }
+    let ops = plan(&f, why)?;
+    if dry_run {
+        for s in &ops {
+            println!("{s}");
+        }
+        return Ok(Outcome {
+            container: label.to_string(),
+            ifname: id.ifname.to_string(),
+            removed: Vec::new(),
+        });
+    }
+    let cx = Cx {
+        host,
+        guest: guest.map(|g| g.1),
+        netns: guest.map(|g| g.0),
+        label,
+        store,
+    };
+    let done = exec::teardown(&ops, &cx).await;
+    if !done.failed.is_empty() {
+        return Err(Error::Refused(format!(
+            "detach could not finish: {}{}",
+            done.failed.join("; "),
+            if done.removed.is_empty() {
+                String::new()
+            } else {
+                format!(" (removed: {})", done.removed.join(", "))
+            }
+        )));
+    }
+    Ok(Outcome {
+        container: label.to_string(),
+        ifname: id.ifname.to_string(),
+        removed: done.removed,
+    })
+}
+
+/// Read what the teardown depends on. `guest` is `None` when the namespace is gone.
+pub async fn observe(
+    store: &Store,
+    id: &AttachmentId,
+    label: &str,
+    guest: Option<&Netlink>,
+) -> Result<Facts> {
+    let record = load(store, id)?;
+    let ifname = &id.ifname;
+    let mut f = Facts {
+        id: id.clone(),
         label: label.to_string(),
-        ifname: ifname.to_string(),
+        link: None,
         record: record.clone(),
-        ..Default::default()
+        defaults: [None, None],
+        netns_shared: false,
     };
     let kerr = |what: String| move |c| Error::kernel(what, c);
     if let Some(g) = guest {
         f.link = g
-            .link(ifname)
+            .link(ifname.as_str())
             .await
             .map_err(kerr(format!("looking up {ifname} in container {label}")))?;
         if f.link.is_some() && record.is_some() {
@@ -289,213 +363,111 @@ pub async fn observe(
             }
         }
     }
-    // The host end of the veth, when the container end is already gone.
-    let host_veth = match &record {
-        Some(r) => r.host_ifname.clone(),
-        None => None,
-    };
-    let mut bridge: Option<Link> = None;
-    if let Some(hv) = &host_veth {
-        let l = host
-            .link(hv)
-            .await
-            .map_err(kerr(format!("looking up host interface {hv}")))?;
-        if let Some(l) = l {
-            if let Some(m) = l.master {
-                bridge = host
-                    .link_by_index(m)
-                    .await
-                    .map_err(kerr(format!("looking up the bridge of {hv}")))?;
-            }
-            if f.link.is_none() && is_tag(l.alias.as_deref()) {
-                f.host_leftover = Some(l.name.clone());
-            }
-        }
-    }
-    if bridge.is_none()
-        && let Some(r) = &record
-        && r.kind == "veth"
+    if let Some(r) = &record
+        && let Some(n) = r.netns_link()
     {
-        bridge = host
-            .link(&r.host_if)
-            .await
-            .map_err(kerr(format!("looking up bridge {}", r.host_if)))?;
-    }
-    let others: Vec<Record> = state::all()
-        .into_iter()
-        .flatten()
-        .filter(|o| !(o.label == label && o.ifname == ifname))
-        .collect();
-    if let Some(b) = bridge
-        && b.is_bridge()
-        && b.alias.as_deref() == Some(SHARED_TAG)
-        && !others.iter().any(|o| o.host_if == b.name)
-    {
-        f.bridge_to_drop = Some(b.name);
-    }
-    // VLAN sub-interfaces: this record's own (proof enough), or one another
-    // attach made (tagged); in both cases only when no other record uses it.
-    if let Some(r) = &record {
-        let mut cands: Vec<&String> = r.created_shared.iter().collect();
-        if !cands.contains(&&r.host_if) {
-            cands.push(&r.host_if);
-        }
-        for n in cands {
-            if f.bridge_to_drop.as_ref() == Some(n) || others.iter().any(|o| &o.host_if == n) {
-                continue;
-            }
-            let Some(l) = host
-                .link(n)
-                .await
-                .map_err(kerr(format!("looking up host interface {n}")))?
-            else {
-                continue;
-            };
-            let ours = r.created_shared.contains(n) || l.alias.as_deref() == Some(SHARED_TAG);
-            if ours && !l.is_bridge() {
-                f.shared_to_drop.push(n.clone());
-            }
-        }
-    }
-    let name = netns_name.or_else(|| record.as_ref().and_then(|r| r.netns_link.clone()));
-    if let Some(n) = name
-        && netns::created_by_pipe(&n)
-        && !others.iter().any(|o| o.label == label)
-    {
-        f.netns_to_drop = Some(n);
+        f.netns_shared = store
+            .all()
+            .into_iter()
+            .flatten()
+            .any(|o| o.id() != *id && o.netns == r.netns && o.netns_link() == Some(n));
     }
     Ok(f)
 }
 
-/// Run the steps; go on past failures and report them all at the end.
-pub async fn apply(
-    steps: &[DStep],
-    guest: Option<&Netlink>,
+/// Tear down one attachment whose record says so (gc, watch, recovery):
+/// `Why::Recover` for a dead writer's pending record, else `Why::Collect`.
+/// Takes the attachment's lock without waiting: a busy one is skipped.
+pub async fn collect(
+    store: &Store,
     host: &Netlink,
-) -> Result<Vec<String>> {
-    let mut done = Vec::new();
-    let mut fails = Vec::new();
-    for s in steps {
-        debug!("detach: {s}");
-        let r: std::result::Result<Option<String>, String> = match s {
-            DStep::RestoreDefault { route } => match guest {
-                Some(g) => g
-                    .restore_route(route)
-                    .await
-                    .map(|()| Some("restored the previous default route".into()))
-                    .map_err(|c| format!("restoring the previous default route ({c})")),
-                None => Ok(None),
-            },
-            DStep::DeleteGuestLink { name } => match guest {
-                Some(g) => g
-                    .delete_link_named(name)
-                    .await
-                    .map(|()| Some(format!("interface {name}")))
-                    .or_else(|c| {
-                        if c.errno == 19 {
-                            Ok(None)
-                        } else {
-                            Err(format!("deleting {name} ({c})"))
-                        }
-                    }),
-                None => Ok(None),
-            },
-            DStep::MoveBackToHost { name, host_name } => match guest {
-                Some(g) => crate::exec::move_back(
-                    g,
-                    host,
-                    name,
-                    &crate::exec::Restore {
-                        name: host_name.clone(),
-                        mtu: None,
-                        mac: None,
-                        alias: String::new(),
-                        up: false,
-                    },
-                )
-                .await
-                .map(|()| {
-                    Some(format!(
-                        "interface {name} (moved back to the host as {host_name})"
-                    ))
-                })
-                .map_err(|c| format!("moving {name} back to the host as {host_name} ({c})")),
-                None => Ok(None),
-            },
-            DStep::DeleteBridgeIfUnused { name } => drop_bridge_if_unused(host, name).await,
-            // Gone already (ENODEV, e.g. with its namespace) is what we wanted.
-            DStep::DeleteHostLink { name } | DStep::DeleteShared { name } => host
-                .delete_link_named(name)
-                .await
-                .map(|()| Some(format!("host interface {name}")))
-                .or_else(|c| {
-                    if c.errno == 19 {
-                        Ok(None)
-                    } else {
-                        Err(format!("deleting host interface {name} ({c})"))
-                    }
-                }),
-            DStep::RemoveNetnsLink { name } => netns::remove_link(name)
-                .map(|()| Some(format!("{}", netns::link_path(name).display())))
-                .map_err(|e| format!("{}: {e}", netns::link_path(name).display())),
-            DStep::RemoveRecord { label, ifname } => state::remove(label, ifname)
-                .map(|()| None)
-                .map_err(|e| format!("{}: {e}", state::path(label, ifname).display())),
-        };
-        match r {
-            Ok(Some(what)) => done.push(what),
-            Ok(None) => {}
-            Err(e) => {
-                warn!("detach: {e}");
-                fails.push(e);
-            }
-        }
-    }
-    if fails.is_empty() {
-        Ok(done)
-    } else {
-        Err(Error::Refused(format!(
-            "detach could not finish: {}{}",
-            fails.join("; "),
-            if done.is_empty() {
-                String::new()
-            } else {
-                format!(" (removed: {})", done.join(", "))
-            }
-        )))
-    }
-}
-
-/// Delete a pipe-made bridge that has no port left.
-pub async fn drop_bridge_if_unused(
-    host: &Netlink,
-    name: &str,
-) -> std::result::Result<Option<String>, String> {
-    let b = match host.link(name).await {
-        Ok(Some(b)) => b,
-        Ok(None) => return Ok(None),
-        Err(c) => return Err(format!("looking up bridge {name} ({c})")),
+    r: &Record,
+    dry_run: bool,
+) -> std::result::Result<Vec<String>, Vec<String>> {
+    let id = r.id();
+    let Ok(Some(lock)) = store.lock(&id, false) else {
+        debug!("{id}: busy, skipped");
+        return Ok(Vec::new());
     };
-    if !b.is_bridge() || b.alias.as_deref() != Some(SHARED_TAG) {
-        return Ok(None);
+    // Read again under the lock: it may have changed or gone meanwhile.
+    let r = match store.load(&id) {
+        Ok(Some(r)) => r,
+        Ok(None) => return Ok(Vec::new()),
+        Err(e) => return Err(vec![format!("{}: {e}", store.record_path(&id).display())]),
+    };
+    let why = match r.pending {
+        Some(o) if o.alive() => return Ok(Vec::new()),
+        Some(_) => Why::Recover,
+        None if r.alive() => return Ok(Vec::new()),
+        None => Why::Collect,
+    };
+    // A pending record's namespace may live on: act inside it.
+    let ns = if why == Why::Recover {
+        netns::find(r.netns.into(), r.anchor.as_deref())
+    } else {
+        None
+    };
+    let g = match &ns {
+        Some(ns) => match guest_socket(ns, &r.label) {
+            Ok(g) => Some(g),
+            Err(e) => return Err(vec![e.to_string()]),
+        },
+        None => None,
+    };
+    let f = match observe(store, &id, &r.label, g.as_ref()).await {
+        Ok(f) => f,
+        Err(e) => return Err(vec![e.to_string()]),
+    };
+    let ops = match plan(&f, why) {
+        Ok(o) => o,
+        Err(_) => vec![Teardown::RemoveRecord(id.clone())],
+    };
+    let verb = if dry_run { "would remove" } else { "removed" };
+    if dry_run {
+        return Ok(ops.iter().map(|o| format!("{verb}: {o}")).collect());
     }
-    let ports = host
-        .ports_of(b.index)
-        .await
-        .map_err(|c| format!("listing the ports of {name} ({c})"))?;
-    if !ports.is_empty() {
-        debug!("bridge {name} still has {} port(s): kept", ports.len());
-        return Ok(None);
+    let cx = Cx {
+        host,
+        guest: g.as_ref(),
+        netns: ns.as_ref(),
+        label: &r.label,
+        store,
+    };
+    let done = exec::teardown(&ops, &cx).await;
+    let gone = ops.iter().any(|o| matches!(o, Teardown::RemoveRecord(_)));
+    if gone && done.failed.is_empty() {
+        store.drop_lock_file(lock);
     }
-    host.delete_link(b.index)
-        .await
-        .map(|()| Some(format!("bridge {name}")))
-        .map_err(|c| format!("deleting bridge {name} ({c})"))
+    let what = match why {
+        Why::Recover => "interrupted attach of",
+        _ => "attachment",
+    };
+    let mut removed: Vec<String> = done
+        .removed
+        .into_iter()
+        .map(|x| format!("{verb} {x} ({what} {} {})", r.label, r.ifname))
+        .collect();
+    if gone {
+        removed.push(format!(
+            "{verb} record {}",
+            store.record_path(&id).display()
+        ));
+    }
+    if done.failed.is_empty() {
+        Ok(removed)
+    } else {
+        Err(done.failed)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::NsKey;
+
+    fn id() -> AttachmentId {
+        AttachmentId::new(NsKey { dev: 4, ino: 99 }, "eth1".parse().unwrap())
+    }
 
     fn l(name: &str, alias: Option<&str>) -> Link {
         Link {
@@ -507,52 +479,55 @@ mod tests {
             mac: None,
             master: None,
             alias: alias.map(Into::into),
+            lower: None,
+        }
+    }
+
+    fn facts(link: Option<Link>) -> Facts {
+        Facts {
+            id: id(),
+            label: "web".into(),
+            link,
+            record: None,
+            defaults: [None, None],
+            netns_shared: false,
         }
     }
 
     #[test]
     fn foreign_interface_needs_force() {
-        let mut f = DetachFacts {
-            label: "web".into(),
-            ifname: "eth1".into(),
-            link: Some(l("eth1", None)),
-            ..Default::default()
-        };
-        let e = plan(&f).unwrap_err();
+        let f = facts(Some(l("eth1", None)));
+        let e = plan(&f, Why::Detach { force: false }).unwrap_err();
         assert!(e.to_string().contains("--force"), "{e}");
-        f.force = true;
-        let s = plan(&f).unwrap();
-        assert!(matches!(&s[..], [DStep::DeleteGuestLink { .. }]), "{s:?}");
-        // A pipe tag is enough without a record.
-        f.force = false;
-        f.link = Some(l("eth1", Some("pipe:web:eth1")));
-        assert!(plan(&f).is_ok());
-    }
-
-    #[test]
-    fn shared_links_go_after_the_interface_that_uses_them() {
-        let f = DetachFacts {
-            label: "web".into(),
-            ifname: "eth1".into(),
-            link: Some(l("eth1", Some("pipe:web:eth1"))),
-            shared_to_drop: vec!["eth0.100".into()],
-            ..Default::default()
-        };
-        let s = plan(&f).unwrap();
+        let s = plan(&f, Why::Detach { force: true }).unwrap();
         assert!(
-            matches!(&s[..], [DStep::DeleteGuestLink { .. }, DStep::DeleteShared { name }] if name == "eth0.100"),
+            matches!(&s[..], [Teardown::DeleteGuestLink { owner: Owner::Forced, .. }]),
             "{s:?}"
         );
+        // Its own tag is enough without a record; another attachment's is not.
+        let f = facts(Some(l("eth1", Some("pipe:4-99:eth1"))));
+        assert!(plan(&f, Why::Detach { force: false }).is_ok());
+        let f = facts(Some(l("eth1", Some("pipe:4-98:eth1"))));
+        let e = plan(&f, Why::Detach { force: false }).unwrap_err();
+        assert!(e.to_string().contains("another attachment"), "{e}");
     }
 
     #[test]
     fn nothing_to_detach() {
-        let f = DetachFacts {
-            label: "web".into(),
-            ifname: "eth1".into(),
-            ..Default::default()
-        };
-        let e = plan(&f).unwrap_err();
+        let e = plan(&facts(None), Why::Detach { force: false }).unwrap_err();
         assert!(e.to_string().contains("nothing to detach"), "{e}");
+    }
+
+    #[test]
+    fn owners() {
+        let t = Owner::Tag(id());
+        assert!(t.allows(Some("pipe:4-99:eth1")));
+        assert!(!t.allows(Some("pipe:web:eth1")));
+        assert!(!t.allows(None));
+        let j = Owner::Journaled(id());
+        assert!(j.allows(None));
+        assert!(j.allows(Some("")));
+        assert!(!j.allows(Some("pipe:4-98:eth1")));
+        assert!(!j.allows(Some("someone's")));
     }
 }

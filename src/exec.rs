@@ -8,46 +8,17 @@ use log::{debug, warn};
 
 use crate::error::{Error, Result};
 use crate::guest::Target;
-use crate::netlink::{Link, Netlink, NewLink, Route};
+use crate::netlink::{Link, Netlink, NewLink};
 use crate::netns;
+use crate::ops::{Owner, Restore, Teardown};
 use crate::plan::{Plan, Step};
-use crate::spec::{IfName, Mac};
+use crate::spec::IfName;
+use crate::state::{AttachmentId, SHARED_TAG, Store};
+
+type Undo = Teardown;
 
 /// Hidden test hook: fail on purpose after step N (1-based), to prove rollback.
 const FAIL_AFTER_ENV: &str = "PIPE_FAIL_AFTER";
-
-#[derive(Debug)]
-enum Undo {
-    RemoveNetnsLink(String),
-    DeleteHostLink(IfName),
-    DeleteGuestLink(IfName),
-    HostDown(IfName, u32),
-    RestoreRoute(Route),
-    DeleteDefault {
-        v6: bool,
-    },
-    /// Give back a DHCP lease obtained by this run.
-    ReleaseLease {
-        ifname: IfName,
-        mac: crate::spec::Mac,
-        lease: crate::dhcp::Lease,
-    },
-    /// Stop the lease keeper this run started (it releases the lease).
-    StopKeeper {
-        ifname: IfName,
-    },
-    /// Turn a bridge's VLAN filtering off again.
-    VlanFilteringOff(IfName, u32),
-    /// Move a `--direct-phys` link back to the host under its old name.
-    MoveBack {
-        guest: IfName,
-        restore: Restore,
-    },
-    /// On an adopted (pre-existing) link: take back an address we added.
-    DeleteAddress(u32, ipnetwork::IpNetwork),
-    /// On an adopted link: put back an address we removed.
-    AddAddress(u32, ipnetwork::IpNetwork),
-}
 
 const VLAN_FIX: &str = "load its module (modprobe 8021q), or drop @VLAN";
 
@@ -66,11 +37,38 @@ pub struct Applied {
     pub leased: Option<crate::dhcp::Lease>,
 }
 
+/// Does this step create or join a host link that others may share (a bridge,
+/// a VLAN sub-interface, a parent brought up) or hang a link on one?
+fn touches_shared(s: &Step) -> bool {
+    matches!(
+        s,
+        Step::CreateBridge { .. }
+            | Step::HostUp { .. }
+            | Step::CreateVeth { .. }
+            | Step::CreateMacvlan { .. }
+            | Step::CreateVlan { .. }
+            | Step::CreateIpvlan { .. }
+            | Step::MoveToGuest { .. }
+            | Step::BridgeVlanFiltering { .. }
+            | Step::BridgeAccessPort { .. }
+    )
+}
+
+/// Run an attach plan all-or-nothing: every step that creates something
+/// pushes its undo (a [`Teardown`]); if a step fails, the undos run in reverse
+/// through the same executor as detach and gc.
+///
+/// From the first to the last step that finds, creates or joins a shared host
+/// link, the host-wide lock is held *shared*: attaches run side by side, while
+/// a detach, gc or rollback that decides to delete a shared link (under the
+/// lock held exclusive) waits until the new port or child is in place.
 pub async fn apply(
     plan: &Plan,
     target: &Target,
     host: &Netlink,
     guest: &Netlink,
+    store: &Store,
+    id: &AttachmentId,
 ) -> Result<Applied> {
     let mut undo = Vec::new();
     let fail_after: Option<usize> = std::env::var(FAIL_AFTER_ENV)
@@ -80,10 +78,22 @@ pub async fn apply(
         target,
         host,
         guest,
+        id,
+        store,
         host_index: HashMap::new(),
         guest_link: None,
         adopted: false,
         leased: None,
+    };
+    let last_shared = plan.steps.iter().rposition(touches_shared);
+    let mut shared = match last_shared {
+        Some(_) => Some(store.shared_lock(false).map_err(|e| {
+            Error::Refused(format!(
+                "taking the shared-link lock in {}: {e}",
+                store.path().display()
+            ))
+        })?),
+        None => None,
     };
     for (i, step) in plan.steps.iter().enumerate() {
         let r = match ex.step(step, &mut undo).await {
@@ -93,21 +103,26 @@ pub async fn apply(
             ))),
             r => r,
         };
+        if Some(i) == last_shared {
+            shared = None;
+        }
         if let Err(cause) = r {
-            let undo_failures = rollback(undo, target, host, guest).await;
+            drop(shared);
+            let undo_failures = rollback(undo, target, host, guest, store).await;
             return Err(Error::RolledBack {
                 cause: Box::new(cause),
                 undo_failures,
             });
         }
     }
+    drop(shared);
     match ex.guest_link {
         Some(guest_link) => Ok(Applied {
             guest_link,
             leased: ex.leased,
         }),
         None => {
-            let undo_failures = rollback(undo, target, host, guest).await;
+            let undo_failures = rollback(undo, target, host, guest, store).await;
             Err(Error::RolledBack {
                 cause: Box::new(Error::Refused("the plan created no interface".into())),
                 undo_failures,
@@ -120,6 +135,8 @@ struct Exec<'a> {
     target: &'a Target,
     host: &'a Netlink,
     guest: &'a Netlink,
+    id: &'a AttachmentId,
+    store: &'a Store,
     /// Indexes of host links created by this run.
     host_index: HashMap<IfName, u32>,
     guest_link: Option<Link>,
@@ -154,11 +171,68 @@ impl Exec<'_> {
         self.read_guest_link(guest).await?;
         let idx = self.guest_index()?;
         let label = &self.target.label;
-        let tag = crate::state::tag(label, guest.as_str());
+        let tag = self.id.tag();
         self.guest
             .set_alias(idx, &tag, None)
             .await
             .map_err(|c| Error::kernel(format!("tagging {guest} in container {label}"), c))
+    }
+
+    /// Create bridge `name` and tag it shared, or join it when another run
+    /// created it first (EEXIST). Returns its index.
+    async fn ensure_bridge(
+        &mut self,
+        name: &IfName,
+        l: &NewLink<'_>,
+        undo: &mut Vec<Undo>,
+    ) -> Result<u32> {
+        let created = match self.host.create_bridge(l).await {
+            Ok(()) => true,
+            Err(c) if c.errno == 17 => false,
+            Err(c) => return Err(Error::kernel(format!("creating bridge {name}"), c)),
+        };
+        if created {
+            undo.push(Undo::ReleaseShared {
+                name: name.clone(),
+                untagged: true,
+                except: Some(self.id.clone()),
+            });
+        }
+        let b = self
+            .host
+            .link(name.as_str())
+            .await
+            .map_err(|c| Error::kernel(format!("reading back bridge {name}"), c))?
+            .ok_or_else(|| {
+                Error::Refused(format!(
+                    "bridge {name} vanished right after it was created; try again"
+                ))
+            })?;
+        if !b.is_bridge() {
+            return Err(Error::Refused(format!(
+                "{name} appeared meanwhile and is not a bridge (it is a {}); choose another HOST_IF",
+                b.kind.as_deref().unwrap_or("device")
+            )));
+        }
+        if created {
+            // Ownership tag: gc and detach remove only bridges pipe made.
+            self.host
+                .set_alias(b.index, SHARED_TAG, None)
+                .await
+                .map_err(|c| Error::kernel(format!("tagging bridge {name}"), c))?;
+        } else {
+            debug!("bridge {name} appeared meanwhile: joining it");
+        }
+        Ok(b.index)
+    }
+
+    /// Is the bridge that had index `index` gone (or replaced)?
+    async fn bridge_gone(&self, name: &IfName, index: u32) -> bool {
+        match self.host.link(name.as_str()).await {
+            Ok(Some(b)) => b.index != index,
+            Ok(None) => true,
+            Err(_) => false,
+        }
     }
 
     async fn read_guest_link(&mut self, name: &IfName) -> Result<()> {
@@ -186,18 +260,25 @@ impl Exec<'_> {
                 replace_stale,
             } => {
                 let path = netns::link_path(name);
+                let name: crate::state::NetnsName = name.clone().try_into().map_err(Error::Refused)?;
                 if *replace_stale {
-                    netns::remove_link(name).map_err(|e| {
-                        Error::Refused(format!("removing stale {}: {e}", path.display()))
-                    })?;
+                    // Stale: a dangling symlink, or one pipe made for a namespace now gone.
+                    let _ = std::fs::symlink_metadata(&path)
+                        .ok()
+                        .filter(|m| m.file_type().is_symlink())
+                        .map(|_| std::fs::remove_file(&path));
+                    let _ = self.store.unmark_netns(name.as_str());
                 }
-                netns::create_link(name, &self.target.netns).map_err(|e| {
+                netns::create_link(self.store, &name, &self.target.netns).map_err(|e| {
                     Error::Refused(format!(
                         "linking the namespace of {label} at {}: {e}; pass --no-netns-link to skip this",
                         path.display()
                     ))
                 })?;
-                undo.push(Undo::RemoveNetnsLink(name.clone()));
+                undo.push(Undo::RemoveNetnsLink {
+                    name,
+                    ns: self.target.netns.id.into(),
+                });
             }
             Step::CreateBridge { name } => {
                 let l = NewLink {
@@ -205,25 +286,8 @@ impl Exec<'_> {
                     up: true,
                     ..Default::default()
                 };
-                self.host
-                    .create_bridge(&l)
-                    .await
-                    .map_err(|c| Error::kernel(format!("creating bridge {name}"), c))?;
-                undo.push(Undo::DeleteHostLink(name.clone()));
-                let b = self
-                    .host
-                    .link(name.as_str())
-                    .await
-                    .map_err(|c| Error::kernel(format!("reading back bridge {name}"), c))?
-                    .ok_or_else(|| {
-                        Error::Refused(format!("bridge {name} vanished after creation"))
-                    })?;
-                // Ownership tag: gc and detach remove only bridges pipe made.
-                self.host
-                    .set_alias(b.index, crate::state::SHARED_TAG, None)
-                    .await
-                    .map_err(|c| Error::kernel(format!("tagging bridge {name}"), c))?;
-                self.host_index.insert(name.clone(), b.index);
+                let index = self.ensure_bridge(name, &l, undo).await?;
+                self.host_index.insert(name.clone(), index);
             }
             Step::HostUp { name, index } => {
                 self.host.set_up(*index, true).await.map_err(|c| {
@@ -238,7 +302,11 @@ impl Exec<'_> {
                         e
                     }
                 })?;
-                undo.push(Undo::HostDown(name.clone(), *index));
+                undo.push(Undo::HostDownIfUnused {
+                    name: name.clone(),
+                    index: *index,
+                    except: Some(self.id.clone()),
+                });
             }
             Step::CreateVeth {
                 host,
@@ -271,7 +339,25 @@ impl Exec<'_> {
                     netns: Some(self.target.netns.fd.as_fd()),
                     ..Default::default()
                 };
-                self.host.create_veth(&h, &p).await.map_err(|c| {
+                let mut r = self.host.create_veth(&h, &p).await;
+                // The bridge was deleted under us (by someone else, between
+                // observing it and taking the lock): create it again and join it.
+                if let Err(c) = &r
+                    && matches!(c.errno, 19 | 22)
+                    && self.bridge_gone(bridge, master).await
+                {
+                    let b = NewLink {
+                        name: bridge.as_str(),
+                        up: true,
+                        ..Default::default()
+                    };
+                    let master = self.ensure_bridge(bridge, &b, undo).await?;
+                    r = self
+                        .host
+                        .create_veth(&NewLink { master: Some(master), ..h }, &p)
+                        .await;
+                }
+                r.map_err(|c| {
                     let hint = match c.errno {
                         17 => Some(format!(
                             "{host} or {guest} exists already; choose other names with -l / -i"
@@ -286,12 +372,15 @@ impl Exec<'_> {
                     );
                     e.with_hint_opt(hint)
                 })?;
-                undo.push(Undo::DeleteHostLink(host.clone()));
+                undo.push(Undo::DeleteHostLink {
+                    name: host.clone(),
+                    owner: Owner::ThisRun,
+                });
                 self.read_guest_link(guest).await?;
                 let idx = self.guest_index()?;
                 // Both ends carry the ownership tag; the kernel ignores an alias
                 // in RTM_NEWLINK, so it rides on the request that brings the peer up.
-                let tag = crate::state::tag(&label, guest.as_str());
+                let tag = self.id.tag();
                 self.guest
                     .set_alias(idx, &tag, Some(true))
                     .await
@@ -341,7 +430,10 @@ impl Exec<'_> {
                         );
                         e.with_hint_opt(hint)
                     })?;
-                undo.push(Undo::DeleteGuestLink(guest.clone()));
+                undo.push(Undo::DeleteGuestLink {
+                    name: guest.clone(),
+                    owner: Owner::ThisRun,
+                });
                 self.adopt_child(guest).await?;
             }
             Step::CreateVlan {
@@ -357,10 +449,19 @@ impl Exec<'_> {
                     up: true,
                     ..Default::default()
                 };
-                self.host
-                    .create_vlan(&l, *parent_index, vid.get())
-                    .await
-                    .map_err(|c| {
+                let r = self.host.create_vlan(&l, *parent_index, vid.get()).await;
+                // Another attach created the same sub-interface meanwhile: join it.
+                if let Err(c) = &r
+                    && c.errno == 17
+                    && let Ok(Some(d)) = self.host.link_detail(name.as_str()).await
+                    && d.vlan.map(|v| v.0) == Some(vid.get())
+                    && d.parent == Some(*parent_index)
+                {
+                    debug!("{name} appeared meanwhile: joining it");
+                    self.host_index.insert(name.clone(), d.link.index);
+                    return Ok(());
+                }
+                r.map_err(|c| {
                         let hint = missing_feature(c.errno, "802.1Q VLAN", VLAN_FIX)
                             .or_else(|| match c.errno {
                                 17 => Some(format!(
@@ -376,7 +477,11 @@ impl Exec<'_> {
                         );
                         e.with_hint_opt(hint)
                     })?;
-                undo.push(Undo::DeleteHostLink(name.clone()));
+                undo.push(Undo::ReleaseShared {
+                    name: name.clone(),
+                    untagged: true,
+                    except: Some(self.id.clone()),
+                });
                 let v = self
                     .host
                     .link(name.as_str())
@@ -385,7 +490,7 @@ impl Exec<'_> {
                     .ok_or_else(|| Error::Refused(format!("{name} vanished after creation")))?;
                 // Ownership tag: detach and gc remove it once no attachment uses it.
                 self.host
-                    .set_alias(v.index, crate::state::SHARED_TAG, None)
+                    .set_alias(v.index, SHARED_TAG, None)
                     .await
                     .map_err(|c| Error::kernel(format!("tagging {name}"), c))?;
                 self.host_index.insert(name.clone(), v.index);
@@ -435,7 +540,10 @@ impl Exec<'_> {
                         );
                         e.with_hint_opt(hint)
                     })?;
-                undo.push(Undo::DeleteGuestLink(guest.clone()));
+                undo.push(Undo::DeleteGuestLink {
+                    name: guest.clone(),
+                    owner: Owner::ThisRun,
+                });
                 self.adopt_child(guest).await?;
             }
             Step::MoveToGuest {
@@ -717,6 +825,7 @@ impl Exec<'_> {
                     ))
                 })?;
                 undo.push(Undo::StopKeeper {
+                    label: label.clone(),
                     ifname: ifname.clone(),
                 });
                 self.leased = Some(lease);
@@ -751,94 +860,290 @@ impl Exec<'_> {
     }
 }
 
-/// Run the undos in reverse; return a description of each one that failed.
+/// Run the undos in reverse through the teardown executor; return a
+/// description of each one that failed.
 async fn rollback(
     undo: Vec<Undo>,
     target: &Target,
     host: &Netlink,
     guest: &Netlink,
+    store: &Store,
 ) -> Vec<String> {
-    let mut fails = Vec::new();
-    for u in undo.into_iter().rev() {
-        debug!("undo: {u:?}");
-        let r: std::result::Result<(), String> = match &u {
-            Undo::RemoveNetnsLink(name) => netns::remove_link(name)
-                .map_err(|e| format!("{}: {e}", netns::link_path(name).display())),
-            Undo::DeleteHostLink(name) => host
-                .delete_link_named(name.as_str())
-                .await
-                .map_err(|c| format!("host interface {name} ({c})")),
-            Undo::DeleteGuestLink(name) => guest
-                .delete_link_named(name.as_str())
-                .await
-                .map_err(|c| format!("{name} in container {} ({c})", target.label)),
-            Undo::HostDown(name, index) => host
-                .set_up(*index, false)
-                .await
-                .map_err(|c| format!("bring {name} down again ({c})")),
-            Undo::ReleaseLease { ifname, mac, lease } => {
-                crate::dhcp::socket_in(&target.netns, ifname.as_str())
-                    .map_err(|e| e.to_string())
-                    .and_then(|s| crate::dhcp::send_release(&s, *mac, lease))
-                    .map_err(|e| format!("the DHCP lease of {} ({e})", lease.addr))
-            }
-            Undo::StopKeeper { ifname } => {
-                crate::dhcp::stop_keeper(
-                    &target.label,
-                    ifname.as_str(),
-                    std::time::Duration::from_secs(3),
-                );
-                Ok(())
-            }
-            Undo::RestoreRoute(r) => guest
-                .restore_route(r)
-                .await
-                .map_err(|c| format!("the previous default route of {} ({c})", target.label)),
-            Undo::DeleteDefault { v6 } => guest
-                .delete_default(*v6)
-                .await
-                .map_err(|c| format!("the new default route of {} ({c})", target.label)),
-            Undo::VlanFilteringOff(name, index) => host
-                .set_vlan_filtering(*index, false)
-                .await
-                .map_err(|c| format!("turn VLAN filtering on bridge {name} off again ({c})")),
-            Undo::MoveBack { guest: g, restore } => move_back(guest, host, g.as_str(), restore)
-                .await
-                .map_err(|c| {
-                    format!(
-                        "move {g} of container {} back to the host as {} ({c})",
-                        target.label, restore.name
-                    )
-                }),
-            Undo::DeleteAddress(i, a) => guest
-                .delete_address(*i, *a)
-                .await
-                .map_err(|c| format!("address {a} added in {} ({c})", target.label)),
-            Undo::AddAddress(i, a) => guest
-                .add_address(*i, *a)
-                .await
-                .map_err(|c| format!("address {a} removed in {} ({c})", target.label)),
-        };
-        if let Err(e) = r {
-            warn!("rollback: could not undo {e}");
-            fails.push(e);
-        }
-    }
-    fails
+    let cx = Cx {
+        host,
+        guest: Some(guest),
+        netns: Some(&target.netns),
+        label: &target.label,
+        store,
+    };
+    let ops: Vec<Teardown> = undo.into_iter().rev().collect();
+    teardown(&ops, &cx).await.failed
 }
 
-/// What a host link moved into a container looks like back on the host.
-#[derive(Debug)]
-pub struct Restore {
-    /// Its name on the host.
-    pub name: String,
-    /// MTU and MAC to put back (`None`: unchanged by the move).
-    pub mtu: Option<u32>,
-    pub mac: Option<Mac>,
-    /// Its alias on the host ("" for none).
-    pub alias: String,
-    /// Bring it up again.
-    pub up: bool,
+/// Where a teardown runs: the host, and the container while it exists.
+pub struct Cx<'a> {
+    pub host: &'a Netlink,
+    /// `None` once the container's namespace is gone: what was in it went along.
+    pub guest: Option<&'a Netlink>,
+    pub netns: Option<&'a netns::Netns>,
+    /// How messages name the container.
+    pub label: &'a str,
+    pub store: &'a Store,
+}
+
+/// What a teardown did.
+#[derive(Debug, Default)]
+pub struct Done {
+    /// What was removed or put back, for the report.
+    pub removed: Vec<String>,
+    /// What could not be undone, and why.
+    pub failed: Vec<String>,
+}
+
+/// ENODEV/ENOENT/ESRCH: the object is gone already, which is what a teardown wants.
+fn gone(errno: i32) -> bool {
+    matches!(errno, 19 | 2 | 3)
+}
+
+/// The one teardown executor: run every operation in order, best effort.
+/// A failure is recorded and the rest still runs; "already gone" is success.
+pub async fn teardown(ops: &[Teardown], cx: &Cx<'_>) -> Done {
+    let mut done = Done::default();
+    for op in ops {
+        debug!("teardown: {op}");
+        match teardown_one(op, cx).await {
+            Ok(Some(what)) => done.removed.push(what),
+            Ok(None) => {}
+            Err(e) => {
+                warn!("could not undo {e}");
+                done.failed.push(e);
+            }
+        }
+    }
+    done
+}
+
+type Outcome = std::result::Result<Option<String>, String>;
+
+async fn teardown_one(op: &Teardown, cx: &Cx<'_>) -> Outcome {
+    let host = cx.host;
+    let label = cx.label;
+    // Operations inside the container are moot once its namespace is gone.
+    let Some(guest) = cx.guest else {
+        return match op {
+            Teardown::RestoreRoute(_)
+            | Teardown::DeleteDefault { .. }
+            | Teardown::DeleteAddress(..)
+            | Teardown::AddAddress(..)
+            | Teardown::DeleteGuestLink { .. }
+            | Teardown::MoveBack { .. }
+            | Teardown::ReleaseLease { .. } => Ok(None),
+            _ => teardown_host(op, cx).await,
+        };
+    };
+    let kernel = |what: String| move |c: crate::error::KernelCause| -> Outcome {
+        if gone(c.errno) { Ok(None) } else { Err(format!("{what} ({c})")) }
+    };
+    match op {
+        Teardown::RestoreRoute(r) => guest
+            .restore_route(r)
+            .await
+            .map(|()| Some("restored the previous default route".into()))
+            .or_else(kernel(format!("the previous default route of {label}"))),
+        Teardown::DeleteDefault { v6 } => guest
+            .delete_default(*v6)
+            .await
+            .map(|()| None)
+            .or_else(kernel(format!("the new default route of {label}"))),
+        Teardown::DeleteAddress(i, a) => guest
+            .delete_address(*i, *a)
+            .await
+            .map(|()| None)
+            .or_else(kernel(format!("address {a} added in {label}"))),
+        Teardown::AddAddress(i, a) => guest
+            .add_address(*i, *a)
+            .await
+            .map(|()| None)
+            .or_else(kernel(format!("address {a} removed in {label}"))),
+        Teardown::ReleaseLease { ifname, mac, lease } => match cx.netns {
+            Some(ns) => crate::dhcp::socket_in(ns, ifname.as_str())
+                .map_err(|e| e.to_string())
+                .and_then(|s| crate::dhcp::send_release(&s, *mac, lease))
+                .map(|()| None)
+                .map_err(|e| format!("the DHCP lease of {} ({e})", lease.addr)),
+            None => Ok(None),
+        },
+        Teardown::DeleteGuestLink { name, owner } => {
+            let l = match guest.link(name.as_str()).await {
+                Ok(Some(l)) => l,
+                Ok(None) => return Ok(None),
+                Err(c) => return kernel(format!("looking up {name} in container {label}"))(c),
+            };
+            if !owner.allows(l.alias.as_deref()) {
+                debug!("{name} in {label} carries another tag ({:?}): kept", l.alias);
+                return Ok(None);
+            }
+            guest
+                .delete_link(l.index)
+                .await
+                .map(|()| Some(format!("interface {name}")))
+                .or_else(kernel(format!("deleting {name} in container {label}")))
+        }
+        Teardown::MoveBack { guest: g, restore } => move_back(guest, host, g.as_str(), restore)
+            .await
+            .map(|()| {
+                Some(format!(
+                    "interface {g} (moved back to the host as {})",
+                    restore.name
+                ))
+            })
+            .or_else(kernel(format!(
+                "moving {g} of container {label} back to the host as {}",
+                restore.name
+            ))),
+        _ => teardown_host(op, cx).await,
+    }
+}
+
+/// The operations on the host and on pipe's own state.
+async fn teardown_host(op: &Teardown, cx: &Cx<'_>) -> Outcome {
+    let host = cx.host;
+    let kernel = |what: String| move |c: crate::error::KernelCause| -> Outcome {
+        if gone(c.errno) { Ok(None) } else { Err(format!("{what} ({c})")) }
+    };
+    match op {
+        Teardown::StopKeeper { label, ifname } => {
+            crate::dhcp::stop_keeper(label, ifname.as_str(), std::time::Duration::from_secs(3))
+                .then(|| "DHCP lease (released)".to_string())
+                .map_or(Ok(None), |s| Ok(Some(s)))
+        }
+        Teardown::VlanFilteringOff(name, index) => host
+            .set_vlan_filtering(*index, false)
+            .await
+            .map(|()| None)
+            .or_else(kernel(format!("turning VLAN filtering on bridge {name} off again"))),
+        Teardown::DeleteHostLink { name, owner } => {
+            let l = match host.link(name.as_str()).await {
+                Ok(Some(l)) => l,
+                Ok(None) => return Ok(None),
+                Err(c) => return kernel(format!("looking up host interface {name}"))(c),
+            };
+            if !owner.allows(l.alias.as_deref()) {
+                debug!("host interface {name} carries another tag ({:?}): kept", l.alias);
+                return Ok(None);
+            }
+            host.delete_link(l.index)
+                .await
+                .map(|()| Some(format!("host interface {name}")))
+                .or_else(kernel(format!("deleting host interface {name}")))
+        }
+        Teardown::ReleaseShared {
+            name,
+            untagged,
+            except,
+        } => release_shared(cx, name, *untagged, except.as_ref()).await,
+        Teardown::HostDownIfUnused {
+            name,
+            index,
+            except,
+        } => {
+            let _x = cx
+                .store
+                .shared_lock(true)
+                .map_err(|e| format!("taking the shared-link lock: {e}"))?;
+            if used_elsewhere(cx, name.as_str(), except, Some(*index)).await? {
+                debug!("{name} is in use by another attachment: left up");
+                return Ok(None);
+            }
+            host.set_up(*index, false)
+                .await
+                .map(|()| None)
+                .or_else(kernel(format!("bringing {name} down again")))
+        }
+        Teardown::RemoveNetnsLink { name, ns } => {
+            crate::netns::remove_link(cx.store, name.as_str(), *ns)
+                .map(|removed| {
+                    removed.then(|| format!("{}", crate::netns::link_path(name.as_str()).display()))
+                })
+                .map_err(|e| format!("{}: {e}", crate::netns::link_path(name.as_str()).display()))
+        }
+        Teardown::RemoveRecord(id) => cx
+            .store
+            .remove(id)
+            .map(|()| None)
+            .map_err(|e| format!("{}: {e}", cx.store.record_path(id).display())),
+        // Container-side operations are handled by the caller.
+        _ => Ok(None),
+    }
+}
+
+/// Does anything but `except` use host link `name` (index `index`)? Another
+/// record (pending or committed) naming it, a bridge port, or a child link on
+/// the host. Called under the exclusive shared-link lock.
+async fn used_elsewhere(
+    cx: &Cx<'_>,
+    name: &str,
+    except: &Option<AttachmentId>,
+    index: Option<u32>,
+) -> std::result::Result<bool, String> {
+    let dot = format!("{name}.");
+    for r in cx.store.all().into_iter().flatten() {
+        if Some(r.id()) == *except {
+            continue;
+        }
+        if r.uses_host_link(name) || r.host_if.as_str().starts_with(&dot) {
+            return Ok(true);
+        }
+    }
+    if let Some(i) = index {
+        let links = cx
+            .host
+            .links()
+            .await
+            .map_err(|c| format!("listing host interfaces ({c})"))?;
+        if links
+            .iter()
+            .any(|l| l.index != i && (l.master == Some(i) || l.lower == Some(i)))
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Delete a shared host link pipe created once nothing uses it, deciding
+/// under the exclusive lock so no attach can be joining it at the same time.
+async fn release_shared(
+    cx: &Cx<'_>,
+    name: &IfName,
+    untagged: bool,
+    except: Option<&AttachmentId>,
+) -> Outcome {
+    let _x = cx
+        .store
+        .shared_lock(true)
+        .map_err(|e| format!("taking the shared-link lock: {e}"))?;
+    let l = match cx.host.link(name.as_str()).await {
+        Ok(Some(l)) => l,
+        Ok(None) => return Ok(None),
+        Err(c) => return Err(format!("looking up {name} ({c})")),
+    };
+    let tagged = l.alias.as_deref() == Some(SHARED_TAG);
+    let bare = l.alias.as_deref().is_none_or(str::is_empty);
+    if !(tagged || (untagged && bare)) {
+        debug!("{name} is not pipe's shared link ({:?}): kept", l.alias);
+        return Ok(None);
+    }
+    if used_elsewhere(cx, name.as_str(), &except.cloned(), Some(l.index)).await? {
+        debug!("{name} is still in use: kept");
+        return Ok(None);
+    }
+    let what = if l.is_bridge() { "bridge" } else { "host interface" };
+    match cx.host.delete_link(l.index).await {
+        Ok(()) => Ok(Some(format!("{what} {name}"))),
+        Err(c) if gone(c.errno) => Ok(None),
+        Err(c) => Err(format!("deleting {what} {name} ({c})")),
+    }
 }
 
 /// Move `name` from the container back into pipe's own (the host's) namespace

@@ -198,21 +198,14 @@ async fn by_mac(mac: Mac, host: &Netlink) -> Result<Link> {
 /// For a re-run: what there is of an attachment whose container interface
 /// exists already (its addresses, pipe's record, the veth's host end).
 pub async fn existing(
-    spec: &AttachSpec,
-    target: &Target,
     link: &Link,
+    record: Option<crate::state::Record>,
     host_veth: &crate::spec::IfName,
     host: &Netlink,
     guest: &Netlink,
+    target: &Target,
+    id: &crate::state::AttachmentId,
 ) -> Result<crate::rerun::Existing> {
-    let record = crate::state::load(&target.label, spec.ifname.as_str()).map_err(|e| {
-        Error::Refused(format!(
-            "cannot read pipe's record of {} in {}: {e}; remove {} if it is damaged",
-            spec.ifname,
-            target.label,
-            crate::state::path(&target.label, spec.ifname.as_str()).display()
-        ))
-    })?;
     let addrs = guest.addresses(link.index).await.map_err(|c| {
         Error::kernel(
             format!(
@@ -224,7 +217,7 @@ pub async fn existing(
     })?;
     let hv_name = record
         .as_ref()
-        .and_then(|r| r.host_ifname.clone())
+        .and_then(|r| r.host_ifname.as_ref().map(|n| n.to_string()))
         .unwrap_or_else(|| host_veth.to_string());
     let host_veth = if link.kind.as_deref() == Some("veth") {
         host.link(&hv_name)
@@ -238,5 +231,6 @@ pub async fn existing(
         addrs,
         record,
         host_veth,
+        tag: id.tag(),
     })
 }

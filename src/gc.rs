@@ -1,147 +1,38 @@
-//! `pipe gc`: remove what is left of attachments whose container is gone.
+//! `pipe gc`: remove what is left of attachments whose namespace is gone, and
+//! of attaches that were killed half-way; never anything live or not pipe's.
 //!
-//! - state records whose namespace no process lives in any more (records of
-//!   `--persist` attachments and of attachments-file entries stay: `pipe watch`
-//!   applies them again, with the same MAC, on start);
-//! - /var/run/netns links pipe made that point to such a namespace;
-//! - host ends of veths pipe tagged whose record is gone;
-//! - bridges pipe created (alias `pipe:shared`) with no port left that no
-//!   record names.
+//! - records whose namespace is gone (no process in it, and no bind mount with
+//!   its inode): the host end of the veth if it carries exactly that
+//!   attachment's tag, shared links nothing uses any more, the /var/run/netns
+//!   link pipe made for it, and the record (records of `--persist` attachments
+//!   and of attachments-file entries stay: `pipe watch` applies them again);
+//! - pending records whose writer is dead: everything their journal names that
+//!   is still there and carries their tag (or no tag: the kernel cannot tag in
+//!   the creating request), in the namespace if it lives;
+//! - /var/run/netns symlinks pipe made (it keeps a marker naming the
+//!   namespace) that dangle or lead to another namespace now;
+//! - host links carrying an attachment's tag whose namespace and record are gone;
+//! - shared links tagged `pipe:shared` that nothing uses;
+//! - temporary files of writers that were killed, and lock files of records
+//!   that are gone.
 //!
-//! With `--dry-run` it only lists them.
+//! A record that does not parse, names paths outside pipe's directories, or is
+//! a symlink is reported and left alone. With `--dry-run` it only lists.
 
-use log::debug;
-
+use crate::detach;
 use crate::error::{Error, Result};
+use crate::exec::{self, Cx};
 use crate::netlink::Netlink;
 use crate::netns::{self, NsId};
-use crate::state::{self, Record, SHARED_TAG};
-
-/// Is the namespace a record was made in still used by some process?
-pub fn alive(r: &Record) -> bool {
-    match r.netns {
-        Some(k) => netns::any_process_in(NsId {
-            dev: k.dev,
-            ino: k.ino,
-        }),
-        // Unknown: never collect what we cannot judge.
-        None => true,
-    }
-}
-
-/// The names under /var/run/netns that pipe made.
-fn pipe_netns_links() -> Vec<String> {
-    let Ok(rd) = std::fs::read_dir(crate::state_dir().join("netns")) else {
-        return Vec::new();
-    };
-    let mut v: Vec<String> = rd
-        .flatten()
-        .filter_map(|e| e.file_name().to_str().map(str::to_string))
-        .collect();
-    v.sort();
-    v
-}
-
-/// Is /var/run/netns/NAME (made by pipe) dead: missing, or no process in it?
-fn netns_link_dead(name: &str) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    match std::fs::metadata(netns::link_path(name)) {
-        Ok(md) => !netns::any_process_in(NsId {
-            dev: md.dev(),
-            ino: md.ino(),
-        }),
-        Err(_) => true,
-    }
-}
+use crate::ops::{Owner, Teardown};
+use crate::state::{AttachmentId, SHARED_TAG, Store};
 
 /// Collect (or, with `dry_run`, list) garbage; returns what was (or would be) removed.
 pub async fn gc(dry_run: bool) -> Result<Vec<String>> {
     let host =
         Netlink::current().map_err(|c| Error::kernel("opening a netlink socket on the host", c))?;
-    let mut removed = Vec::new();
-    let mut fails = Vec::new();
-    let verb = if dry_run { "would remove" } else { "removed" };
-
-    let mut keep: Vec<Record> = Vec::new();
-    for r in state::all() {
-        let r = match r {
-            Ok(r) => r,
-            Err(e) => {
-                fails.push(format!("unreadable record {e}"));
-                continue;
-            }
-        };
-        if alive(&r) {
-            keep.push(r);
-            continue;
-        }
-        debug!("gc: {}/{}: container gone", r.label, r.ifname);
-        // The container's end died with its namespace, and a veth's host end with it.
-        if let Some(h) = &r.host_ifname
-            && let Ok(Some(l)) = host.link(h).await
-            && state::is_tag(l.alias.as_deref())
-            && l.alias.as_deref() != Some(SHARED_TAG)
-        {
-            match if dry_run {
-                Ok(())
-            } else {
-                host.delete_link(l.index).await
-            } {
-                Ok(()) => removed.push(format!("{verb} host interface {h}")),
-                // The kernel took it down with the dead namespace meanwhile.
-                Err(c) if c.errno == 19 => {}
-                Err(c) => fails.push(format!("host interface {h} ({c})")),
-            }
-        }
-        if r.kept() {
-            // For `pipe watch` (the spec, or the MAC of a file entry): kept until `pipe detach`.
-            keep.push(r);
-            continue;
-        }
-        if !dry_run && let Err(e) = state::remove(&r.label, &r.ifname) {
-            fails.push(format!("{}: {e}", r.path().display()));
-        } else {
-            removed.push(format!("{verb} record {}", r.path().display()));
-        }
-    }
-
-    for name in pipe_netns_links() {
-        if !netns_link_dead(&name) {
-            continue;
-        }
-        if !dry_run && let Err(e) = netns::remove_link(&name) {
-            fails.push(format!("{}: {e}", netns::link_path(&name).display()));
-        } else {
-            removed.push(format!("{verb} {}", netns::link_path(&name).display()));
-        }
-    }
-
-    let links = host
-        .links()
-        .await
-        .map_err(|c| Error::kernel("listing host interfaces", c))?;
-    for b in links
-        .iter()
-        .filter(|l| l.alias.as_deref() == Some(SHARED_TAG))
-    {
-        // A bridge with a port is in use; so is anything a remaining record names.
-        let has_port = b.is_bridge() && links.iter().any(|l| l.master == Some(b.index));
-        let named = keep.iter().any(|r| r.host_if == b.name);
-        if has_port || named {
-            continue;
-        }
-        let what = if b.is_bridge() {
-            "bridge"
-        } else {
-            "host interface"
-        };
-        if !dry_run && let Err(c) = host.delete_link(b.index).await {
-            fails.push(format!("{what} {} ({c})", b.name));
-        } else {
-            removed.push(format!("{verb} {what} {}", b.name));
-        }
-    }
-
+    let store = detach::open_store()?;
+    let (removed, fails) = collect_all(&store, &host, dry_run).await?;
     if fails.is_empty() {
         Ok(removed)
     } else {
@@ -155,4 +46,131 @@ pub async fn gc(dry_run: bool) -> Result<Vec<String>> {
             }
         )))
     }
+}
+
+pub async fn collect_all(
+    store: &Store,
+    host: &Netlink,
+    dry_run: bool,
+) -> Result<(Vec<String>, Vec<String>)> {
+    let verb = if dry_run { "would remove" } else { "removed" };
+    let mut removed = Vec::new();
+    let mut fails = Vec::new();
+
+    for r in store.all() {
+        match r {
+            Err(e) => fails.push(format!("refused record {e} (left as it is)")),
+            Ok(r) => match detach::collect(store, host, &r, dry_run).await {
+                Ok(v) => removed.extend(v),
+                Err(v) => fails.extend(v),
+            },
+        }
+    }
+    let records: Vec<_> = store.all().into_iter().flatten().collect();
+
+    // /var/run/netns links pipe made that no record accounts for.
+    for name in store.netns_marks() {
+        let Some(mark) = store.netns_mark(&name) else {
+            continue;
+        };
+        if records
+            .iter()
+            .any(|r| r.netns == mark && r.netns_link().map(|n| n.as_str()) == Some(name.as_str()))
+        {
+            continue;
+        }
+        let p = netns::link_path(&name);
+        let id: NsId = mark.into();
+        let live = netns::path_is(&p, id) && netns::any_process_in(id);
+        if live {
+            continue;
+        }
+        if dry_run {
+            removed.push(format!("{verb} {}", p.display()));
+            continue;
+        }
+        match netns::remove_link(store, &name, mark) {
+            Ok(true) => removed.push(format!("{verb} {}", p.display())),
+            Ok(false) => {}
+            Err(e) => fails.push(format!("{}: {e}", p.display())),
+        }
+    }
+
+    for (sub, name) in store.stale_tmp() {
+        if dry_run || store.remove_in(&sub, &name).is_ok() {
+            removed.push(format!("{verb} {}", store.path().join(&sub).join(&name).display()));
+        }
+    }
+
+    let links = host
+        .links()
+        .await
+        .map_err(|c| Error::kernel("listing host interfaces", c))?;
+    let mut ops = Vec::new();
+    for l in &links {
+        let Some(alias) = l.alias.as_deref() else {
+            continue;
+        };
+        let Ok(name) = l.name.parse() else { continue };
+        if alias == SHARED_TAG {
+            ops.push(Teardown::ReleaseShared {
+                name,
+                untagged: false,
+                except: None,
+            });
+        } else if let Some(id) = AttachmentId::from_tag(alias)
+            && !records.iter().any(|r| r.id() == id)
+            && !netns::any_process_in(id.ns.into())
+        {
+            // The host end of a veth whose record is gone and whose namespace
+            // is dead (a veth pair normally dies with its namespace).
+            ops.push(Teardown::DeleteHostLink {
+                name,
+                owner: Owner::Tag(id),
+            });
+        }
+    }
+    if dry_run {
+        removed.extend(
+            ops.iter()
+                .filter(|o| matches!(o, Teardown::DeleteHostLink { .. }))
+                .map(|o| format!("{verb}: {o}")),
+        );
+    } else {
+        let cx = Cx {
+            host,
+            guest: None,
+            netns: None,
+            label: "host",
+            store,
+        };
+        let done = exec::teardown(&ops, &cx).await;
+        removed.extend(done.removed.into_iter().map(|x| format!("{verb} {x}")));
+        fails.extend(done.failed);
+        // Lock files of attachments without a record.
+        if let Ok(d) = store.dir("locks") {
+            for n in Store::list_at(&d).unwrap_or_default() {
+                let Some(stem) = n.strip_suffix(".lock") else {
+                    continue;
+                };
+                let json = format!("{stem}.json");
+                if records.iter().any(|r| r.id().file_name() == json) {
+                    continue;
+                }
+                if let Some(id) = parse_stem(stem)
+                    && let Ok(Some(lock)) = store.lock(&id, false)
+                    && matches!(store.load(&id), Ok(None))
+                {
+                    store.drop_lock_file(lock);
+                }
+            }
+        }
+    }
+    Ok((removed, fails))
+}
+
+/// `DEV-INO@IFNAME` back to an identity.
+fn parse_stem(stem: &str) -> Option<AttachmentId> {
+    let (ns, ifname) = stem.split_once('@')?;
+    AttachmentId::from_tag(&format!("pipe:{ns}:{ifname}"))
 }

@@ -18,8 +18,10 @@ pub mod gc;
 pub mod generate;
 pub mod guest;
 pub mod iproute;
+pub mod journal;
 pub mod netlink;
 pub mod netns;
+pub mod ops;
 pub mod p2p;
 pub mod plan;
 pub mod rate;
@@ -319,6 +321,31 @@ pub async fn attach_resolved(
     let guest = Netlink::from_socket(sock)
         .map_err(|c| Error::kernel("opening a netlink socket in the container", c))?;
 
+    let store = detach::open_store()?;
+    let id = state::AttachmentId::new(target.netns.id, spec.ifname.clone());
+    // One attach, detach or collection of this attachment at a time.
+    let _lock = store.lock(&id, true).map_err(|e| {
+        Error::Refused(format!(
+            "taking the lock of {id} in {}: {e}",
+            store.path().display()
+        ))
+    })?;
+    let mut old = detach::load(&store, &id)?;
+    if let Some(o) = old.as_ref().and_then(|r| r.pending)
+        && !dry_run
+    {
+        if o.alive() {
+            return Err(Error::Refused(format!(
+                "another attach of {} in {} is under way (pipe PID {}); try again when it is done",
+                spec.ifname, target.label, o.pid
+            )));
+        }
+        // A run of this very attachment was killed half-way: finish its
+        // rollback from the journal before starting afresh.
+        recover(&store, host, &target, &guest, &id).await?;
+        old = None;
+    }
+
     let facts = facts::observe(spec, &target, host, &guest).await?;
     let ns = match (&target.link_name, spec.netns_link) {
         (Some(n), true) => NsRef::Named(n.clone()),
@@ -327,26 +354,49 @@ pub async fn attach_resolved(
             _ => NsRef::Path(target.netns.path.display().to_string()),
         },
     };
-    let (plan, old) = match &facts.guest_ifname_taken {
+    let plan = match &facts.guest_ifname_taken {
         Some(link) => {
-            let ex = facts::existing(spec, &target, link, &facts.host_veth, host, &guest).await?;
-            let old = ex.record.clone();
-            (rerun::plan(spec, &facts, &ex, ns, &target.label)?, old)
+            let ex = facts::existing(link, old.clone(), &facts.host_veth, host, &guest, &target, &id)
+                .await?;
+            rerun::plan(spec, &facts, &ex, ns, &target.label)?
         }
-        None => {
-            // A record without its interface belongs to an earlier incarnation.
-            let old = state::load(&target.label, spec.ifname.as_str())
-                .ok()
-                .flatten();
-            (plan::plan(spec, &facts, ns)?, old)
-        }
+        None => plan::plan(spec, &facts, ns)?,
     };
     if dry_run {
         print!("{}", plan.render());
         return Ok(None);
     }
     let noop = rerun::is_noop(&plan);
-    let applied = exec::apply(&plan, &target, host, &guest).await?;
+    // Journal before the kernel: what this run will create, under the names it
+    // will use, and who is writing (committed after the last step).
+    let mut rec = journal::begin(spec, &target, &plan, old.clone(), persist);
+    let journaled = !noop;
+    if journaled {
+        rec.pending = Some(state::Owner::me());
+        store.save(&rec).map_err(|e| {
+            Error::Refused(format!(
+                "writing pipe's journal {}: {e}; nothing was changed",
+                store.record_path(&id).display()
+            ))
+        })?;
+    }
+    let applied = match exec::apply(&plan, &target, host, &guest, &store, &id).await {
+        Ok(a) => a,
+        Err(e) => {
+            // Rolled back: the journal goes back to what it was.
+            let r = match &old {
+                Some(o) => store.save(o),
+                None => store.remove(&id),
+            };
+            if let Err(w) = r {
+                eprintln!(
+                    "pipe: note: could not restore the record {}: {w}; run pipe gc",
+                    store.record_path(&id).display()
+                );
+            }
+            return Err(e);
+        }
+    };
     if let Some(br) = plan.steps.iter().find_map(|s| match s {
         plan::Step::CreateBridge { name } => Some(name),
         _ => None,
@@ -360,17 +410,63 @@ pub async fn attach_resolved(
              until you allow it, e.g. iptables -I FORWARD -i {br} -o {br} -j ACCEPT"
         );
     }
-    let mut r = report::Report::new(spec, &target, &plan, &applied);
-    r.already_attached = noop;
-    let rec = state::after_attach(spec, &target, &plan, &applied, old.clone(), persist);
-    if old.as_ref() != Some(&rec)
-        && let Err(e) = state::save(&rec)
+    journal::commit(&mut rec, &plan, &applied);
+    // Records of earlier incarnations of this container (it restarted: a new
+    // namespace) are superseded by this one, which keeps what they promised.
+    for o in store.find(&target.label, Some(spec.ifname.as_str())) {
+        if o.netns != rec.netns && o.pending.is_none() && !o.alive() {
+            rec.persist |= o.persist;
+            rec.from_file |= o.from_file;
+            if rec.mac.is_none() {
+                rec.mac = o.mac.clone();
+            }
+            let _ = store.remove(&o.id());
+        }
+    }
+    if (journaled || old.as_ref() != Some(&rec))
+        && let Err(e) = store.save(&rec)
     {
         eprintln!(
             "pipe: note: attached, but could not write the record {}: {e}; \
                  pipe detach will need --force",
-            rec.path().display()
+            store.record_path(&id).display()
         );
     }
+    let mut r = report::Report::new(spec, &target, &plan, &applied);
+    r.already_attached = noop;
     Ok(Some(r))
+}
+
+/// Finish the rollback of a killed run of attachment `id` from its journal.
+async fn recover(
+    store: &state::Store,
+    host: &Netlink,
+    target: &guest::Target,
+    guest: &Netlink,
+    id: &state::AttachmentId,
+) -> Result<()> {
+    let f = detach::observe(store, id, &target.label, Some(guest)).await?;
+    let ops = detach::plan(&f, detach::Why::Recover)?;
+    let cx = exec::Cx {
+        host,
+        guest: Some(guest),
+        netns: Some(&target.netns),
+        label: &target.label,
+        store,
+    };
+    let done = exec::teardown(&ops, &cx).await;
+    if done.failed.is_empty() {
+        if !done.removed.is_empty() {
+            eprintln!(
+                "pipe: note: removed what an interrupted attach left: {}",
+                done.removed.join(", ")
+            );
+        }
+        Ok(())
+    } else {
+        Err(Error::Refused(format!(
+            "cleaning up after an interrupted attach of {id}: {}; run pipe gc",
+            done.failed.join("; ")
+        )))
+    }
 }

@@ -47,6 +47,8 @@ pub struct Link {
     pub mac: Option<Mac>,
     pub master: Option<u32>,
     pub alias: Option<String>,
+    /// `IFLA_LINK`: the lower device (the parent of a VLAN or macvlan) in this namespace.
+    pub lower: Option<u32>,
 }
 
 impl Link {
@@ -64,6 +66,7 @@ impl Link {
             mac: None,
             master: None,
             alias: None,
+            lower: None,
         };
         for a in m.attributes {
             match a {
@@ -74,6 +77,7 @@ impl Link {
                 }
                 LinkAttribute::Controller(i) => l.master = Some(i),
                 LinkAttribute::IfAlias(s) => l.alias = Some(s),
+                LinkAttribute::Link(i) => l.lower = Some(i),
                 LinkAttribute::LinkInfo(infos) => {
                     for i in infos {
                         if let LinkInfo::Kind(k) = i {

@@ -8,8 +8,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use log::debug;
-use nix::mount::{MntFlags, umount2};
 use nix::sched::{CloneFlags, setns};
+
+use crate::state::{NetnsName, NsKey, Store};
 
 pub const NETNS_RUN_DIR: &str = "/var/run/netns";
 
@@ -150,14 +151,49 @@ pub fn link_state(name: &str, ns: &Netns) -> io::Result<LinkState> {
     Ok(LinkState::Other)
 }
 
-/// Where pipe notes the /var/run/netns links it made.
-fn marker_path(name: &str) -> PathBuf {
-    crate::state_dir().join("netns").join(name)
-}
-
 /// Did pipe make /var/run/netns/NAME (rather than `ip netns add` or a user)?
 pub fn created_by_pipe(name: &str) -> bool {
-    marker_path(name).exists()
+    crate::state::Store::open()
+        .ok()
+        .and_then(|s| s.netns_mark(name))
+        .is_some()
+}
+
+/// Does `path` (followed) lead to the namespace `id`?
+pub fn path_is(path: &Path, id: NsId) -> bool {
+    std::fs::metadata(path).is_ok_and(|md| md.dev() == id.dev && md.ino() == id.ino)
+}
+
+/// Open the namespace `id` if it still exists: through `anchor` (a bind
+/// mount) when that still has its inode, else through a process living in it.
+pub fn find(id: NsId, anchor: Option<&Path>) -> Option<Netns> {
+    if let Some(a) = anchor
+        && let Ok(ns) = Netns::open(a)
+        && ns.id == id
+    {
+        return Some(ns);
+    }
+    let pid = process_in(id)?;
+    Netns::open(&PathBuf::from(format!("/proc/{pid}/ns/net")))
+        .ok()
+        .filter(|ns| ns.id == id)
+}
+
+/// A process living in namespace `id`, if any.
+pub fn process_in(id: NsId) -> Option<u32> {
+    let rd = std::fs::read_dir("/proc").ok()?;
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let Some(s) = name.to_str() else { continue };
+        let Ok(pid) = s.parse::<u32>() else { continue };
+        if let Ok(md) = std::fs::metadata(format!("/proc/{s}/ns/net"))
+            && md.dev() == id.dev
+            && md.ino() == id.ino
+        {
+            return Some(pid);
+        }
+    }
+    None
 }
 
 /// Does any process live in the namespace `id`? Only used on the rare path
@@ -188,44 +224,48 @@ pub fn any_process_in(id: NsId) -> bool {
 /// network down, host-side veth ends included; once the process is gone the
 /// link dangles and the next attach replaces it. pipe itself never acts through
 /// the link (it holds the namespace's descriptor), so a recycled PID cannot
-/// misdirect an attach.
-pub fn create_link(name: &str, ns: &Netns) -> io::Result<()> {
+/// misdirect an attach. The marker (which namespace pipe made the link for) is
+/// written first: a crash in between leaves a marker without a link, which gc
+/// removes, never a link pipe cannot prove it made.
+pub fn create_link(store: &Store, name: &NetnsName, ns: &Netns) -> io::Result<()> {
     std::fs::create_dir_all(NETNS_RUN_DIR)?;
-    let p = link_path(name);
+    let p = link_path(name.as_str());
+    store.mark_netns(name, ns.id.into())?;
     debug!("netns: link {} -> {}", p.display(), ns.path.display());
-    std::os::unix::fs::symlink(&ns.path, &p)?;
-    let m = marker_path(name);
-    let r = m
-        .parent()
-        .map(std::fs::create_dir_all)
-        .unwrap_or(Ok(()))
-        .and_then(|()| std::fs::write(&m, format!("{}:{}\n", ns.id.dev, ns.id.ino)));
-    if let Err(e) = r {
-        let _ = remove_link(name);
+    if let Err(e) = std::os::unix::fs::symlink(&ns.path, &p) {
+        let _ = store.unmark_netns(name.as_str());
         return Err(e);
     }
     Ok(())
 }
 
-/// Remove /var/run/netns/NAME (a symlink; a bind mount is unmounted first).
-pub fn remove_link(name: &str) -> io::Result<()> {
+/// Remove /var/run/netns/NAME if pipe made it for namespace `ns`: the marker
+/// must name that namespace and the link must be a symlink (pipe never makes
+/// bind mounts, and never unmounts one: those are `ip netns add`'s). Missing is done.
+pub fn remove_link(store: &Store, name: &str, ns: NsKey) -> io::Result<bool> {
+    match store.netns_mark(name) {
+        Some(m) if m == ns => {}
+        // Not ours (or another namespace's now): leave it.
+        _ => return Ok(false),
+    }
     let p = link_path(name);
-    debug!("netns: unlink {}", p.display());
-    let is_symlink = std::fs::symlink_metadata(&p)
-        .map(|m| m.file_type().is_symlink())
-        .unwrap_or(false);
-    match if is_symlink {
-        Ok(())
-    } else {
-        umount2(&p, MntFlags::MNT_DETACH)
-    } {
-        Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
-        Err(e) => return Err(e.into()),
+    match std::fs::symlink_metadata(&p) {
+        Ok(md) if md.file_type().is_symlink() => {
+            debug!("netns: unlink {}", p.display());
+            match std::fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(_) => {
+            // Someone replaced our symlink with something else: not ours any more.
+            store.unmark_netns(name)?;
+            return Ok(false);
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
     }
-    let _ = std::fs::remove_file(marker_path(name));
-    match std::fs::remove_file(&p) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-    }
+    store.unmark_netns(name)?;
+    Ok(true)
 }

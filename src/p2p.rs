@@ -21,6 +21,7 @@ use crate::netlink::{Netlink, NewLink};
 use crate::netns;
 use crate::plan::NsRef;
 use crate::spec::{AddrSpec, GuestRef, IfName};
+use crate::state::{AttachmentId, Created, Kind, Owner, Record};
 
 /// A point-to-point link, fully parsed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -134,8 +135,8 @@ pub fn plan(
     spec: &LinkSpec,
     taken_a: bool,
     taken_b: bool,
-    la: &str,
-    lb: &str,
+    (la, lb): (&str, &str),
+    (tag_a, tag_b): (&str, &str),
 ) -> Result<Vec<Step>> {
     for (taken, name, label, opt) in [
         (taken_a, &spec.ifname_a, la, "-i"),
@@ -152,9 +153,9 @@ pub fn plan(
         b: spec.ifname_b.clone(),
         mtu: spec.mtu.unwrap_or(1500),
     }];
-    for (end, ifname, addr, label) in [
-        (End::A, &spec.ifname_a, spec.addr_a, la),
-        (End::B, &spec.ifname_b, spec.addr_b, lb),
+    for (end, ifname, addr, tag) in [
+        (End::A, &spec.ifname_a, spec.addr_a, tag_a),
+        (End::B, &spec.ifname_b, spec.addr_b, tag_b),
     ] {
         if let Some(addr) = addr {
             steps.push(Step::AddAddress {
@@ -166,7 +167,7 @@ pub fn plan(
         steps.push(Step::Up {
             end,
             ifname: ifname.clone(),
-            tag: crate::state::tag(label, ifname.as_str()),
+            tag: tag.to_string(),
         });
     }
     for (end, ifname, own, peer) in [
@@ -235,18 +236,25 @@ pub struct Report {
     pub b: String,
     pub ifname_b: String,
     pub address_b: Option<String>,
+    /// The same link existed already (a re-run): nothing was changed.
+    pub already_linked: bool,
 }
 
 impl Report {
     pub fn line(&self) -> String {
         format!(
-            "{} {} addr {} <-> {} {} addr {}",
+            "{} {} addr {} <-> {} {} addr {}{}",
             self.a,
             self.ifname_a,
             self.address_a.as_deref().unwrap_or("none"),
             self.b,
             self.ifname_b,
-            self.address_b.as_deref().unwrap_or("none")
+            self.address_b.as_deref().unwrap_or("none"),
+            if self.already_linked {
+                " (already linked)"
+            } else {
+                ""
+            }
         )
     }
 }
@@ -296,11 +304,63 @@ pub async fn link(
     let host =
         Netlink::current().map_err(|c| Error::kernel("opening a netlink socket on the host", c))?;
     let (ga, gb) = (socket(&ta)?, socket(&tb)?);
+    let id_a = AttachmentId::new(ta.netns.id, spec.ifname_a.clone());
+    let id_b = AttachmentId::new(tb.netns.id, spec.ifname_b.clone());
+    let store = crate::detach::open_store()?;
+    let _lock = store.lock(&id_a, true).map_err(|e| {
+        Error::Refused(format!("taking the lock of {id_a} in {}: {e}", store.path().display()))
+    })?;
+    let old = crate::detach::load(&store, &id_a)?;
     let (xa, xb) = futures::join!(
         look(&ga, &spec.ifname_a, &ta.label),
         look(&gb, &spec.ifname_b, &tb.label)
     );
-    let steps = plan(spec, xa?.is_some(), xb?.is_some(), &ta.label, &tb.label)?;
+    let (xa, xb) = (xa?, xb?);
+    let report = Report {
+        a: ta.label.clone(),
+        ifname_a: spec.ifname_a.to_string(),
+        address_a: spec.addr_a.map(|a| a.to_string()),
+        b: tb.label.clone(),
+        ifname_b: spec.ifname_b.to_string(),
+        address_b: spec.addr_b.map(|a| a.to_string()),
+        already_linked: false,
+    };
+    // The same link again: both ends are there with their tags, and on record.
+    if let (Some(a), Some(b), Some(r)) = (&xa, &xb, &old)
+        && r.pending.is_none()
+        && id_a.owns(a.alias.as_deref())
+        && id_b.owns(b.alias.as_deref())
+        && r.host_if == spec.ifname_b
+    {
+        if dry_run {
+            println!("# already linked: nothing to do");
+            return Ok(None);
+        }
+        return Ok(Some(Report {
+            already_linked: true,
+            ..report
+        }));
+    }
+    if let Some(r) = &old
+        && let Some(o) = r.pending
+        && !dry_run
+    {
+        if o.alive() {
+            return Err(Error::Refused(format!(
+                "another pipe link of {} in {} is under way (pipe PID {}); try again when it is done",
+                spec.ifname_a, ta.label, o.pid
+            )));
+        }
+        let _ = crate::detach::collect(&store, &host, r, false).await;
+    }
+    let xa = look(&ga, &spec.ifname_a, &ta.label).await?;
+    let steps = plan(
+        spec,
+        xa.is_some(),
+        xb.is_some(),
+        (&ta.label, &tb.label),
+        (&id_a.tag(), &id_b.tag()),
+    )?;
     if dry_run {
         print!(
             "{}",
@@ -308,15 +368,61 @@ pub async fn link(
         );
         return Ok(None);
     }
-    apply(spec, &steps, &ta, &tb, &host, &ga, &gb).await?;
-    Ok(Some(Report {
-        a: ta.label.clone(),
-        ifname_a: spec.ifname_a.to_string(),
-        address_a: spec.addr_a.map(|a| a.to_string()),
-        b: tb.label.clone(),
-        ifname_b: spec.ifname_b.to_string(),
-        address_b: spec.addr_b.map(|a| a.to_string()),
-    }))
+    // Journal before the kernel: end A (its peer goes with it) and who writes.
+    let mut rec = Record {
+        netns: ta.netns.id.into(),
+        ifname: spec.ifname_a.clone(),
+        label: ta.label.clone(),
+        labels: vec![ta.label.clone(), spec.a.to_string()],
+        anchor: None,
+        pending: Some(Owner::me()),
+        created: vec![Created::GuestLink(spec.ifname_a.clone())],
+        spec: crate::attachments::Entry {
+            container: spec.a.to_string(),
+            host: spec.b.to_string(),
+            addr: spec.addr_a.map(|a| a.to_string()).unwrap_or_else(|| "0/0".into()),
+            ifname: Some(spec.ifname_a.to_string()),
+            mac: None,
+            vlan: None,
+            host_ifname: Some(spec.ifname_b.to_string()),
+            mtu: spec.mtu,
+            macvlan_mode: None,
+            ipvlan: None,
+            direct_phys: false,
+            rate: None,
+        },
+        kind: Kind::P2p,
+        host_if: spec.ifname_b.clone(),
+        host_ifname: None,
+        mac: None,
+        replaced_default: Vec::new(),
+        addrs: spec.addr_a.iter().map(|a| a.to_string()).collect(),
+        persist: false,
+        from_file: false,
+    };
+    if let GuestRef::Name(n) = &spec.a
+        && netns::path_is(&netns::link_path(n), ta.netns.id)
+    {
+        rec.anchor = Some(netns::link_path(n));
+    }
+    store.save(&rec).map_err(|e| {
+        Error::Refused(format!(
+            "writing pipe's journal {}: {e}; nothing was changed",
+            store.record_path(&id_a).display()
+        ))
+    })?;
+    if let Err(e) = apply(spec, &steps, &ta, &tb, &host, &ga, &gb).await {
+        let _ = store.remove(&id_a);
+        return Err(e);
+    }
+    rec.pending = None;
+    if let Err(e) = store.save(&rec) {
+        eprintln!(
+            "pipe: note: linked, but could not write the record {}: {e}; pipe detach will need --force",
+            store.record_path(&id_a).display()
+        );
+    }
+    Ok(Some(report))
 }
 
 async fn apply(
@@ -463,7 +569,7 @@ mod tests {
     #[test]
     fn host_routes_only_when_the_peer_is_off_prefix() {
         let s = spec("10.1.1.1/32", "10.1.1.2/32");
-        let p = plan(&s, false, false, "a", "b").unwrap();
+        let p = plan(&s, false, false, ("a", "b"), ("pipe:1-2:eth1", "pipe:1-3:eth1")).unwrap();
         let r = render(&p, &NsRef::Named("a".into()), &NsRef::Named("b".into()));
         assert_eq!(
             r,
@@ -476,13 +582,13 @@ mod tests {
              ip -n b route replace 10.1.1.1/32 dev eth1 scope link\n"
         );
         let s = spec("10.1.1.1/30", "10.1.1.2/30");
-        let p = plan(&s, false, false, "a", "b").unwrap();
+        let p = plan(&s, false, false, ("a", "b"), ("pipe:1-2:eth1", "pipe:1-3:eth1")).unwrap();
         assert!(
             !p.iter().any(|s| matches!(s, Step::PeerRoute { .. })),
             "{p:?}"
         );
         let s = spec("fd00::1/128", "fd00::2/128");
-        let p = plan(&s, false, false, "a", "b").unwrap();
+        let p = plan(&s, false, false, ("a", "b"), ("pipe:1-2:eth1", "pipe:1-3:eth1")).unwrap();
         assert_eq!(
             p.iter()
                 .filter(|s| matches!(s, Step::PeerRoute { .. }))
@@ -528,7 +634,7 @@ mod tests {
         .unwrap_err();
         assert!(e.to_string().contains("own address"), "{e}");
         let s = spec("10.1.1.1/32", "10.1.1.2/32");
-        let e = plan(&s, false, true, "a", "b").unwrap_err();
+        let e = plan(&s, false, true, ("a", "b"), ("pipe:1-2:eth1", "pipe:1-3:eth1")).unwrap_err();
         assert!(e.to_string().contains("--peer-ifname"), "{e}");
     }
 }

@@ -790,6 +790,7 @@ mod tests {
             mac: None,
             master: None,
             alias: None,
+            lower: None,
         }
     }
 

@@ -15,7 +15,9 @@ use crate::netlink::{Addr, Link};
 use crate::netns::LinkState;
 use crate::plan::{Facts, HostSide, NsRef, Plan, Step, gateway_on_link};
 use crate::spec::{AttachSpec, IfName};
-use crate::state::{Record, is_tag};
+use crate::state::Record;
+#[cfg(test)]
+use crate::state::Kind;
 
 /// What is there already, read before any change.
 #[derive(Clone, Debug)]
@@ -27,12 +29,14 @@ pub struct Existing {
     pub record: Option<Record>,
     /// The host end of the veth (named by the record, or the derived name).
     pub host_veth: Option<Link>,
+    /// This attachment's ownership tag.
+    pub tag: String,
 }
 
 impl Existing {
     /// Did pipe make this interface?
     pub fn ours(&self) -> bool {
-        self.record.is_some() || is_tag(self.link.alias.as_deref())
+        self.record.is_some() || self.link.alias.as_deref() == Some(self.tag.as_str())
     }
 }
 
@@ -78,7 +82,7 @@ pub fn plan(
             }
             let hv = ex.host_veth.as_ref();
             let in_bridge = hv.is_some_and(|h| h.master == Some(b.index));
-            let rec_ok = ex.record.as_ref().is_none_or(|r| r.host_if == b.name);
+            let rec_ok = ex.record.as_ref().is_none_or(|r| r.host_if.as_str() == b.name);
             if !in_bridge || !rec_ok {
                 return Err(conflict(format!("not a port of bridge {}", b.name)));
             }
@@ -107,7 +111,7 @@ pub fn plan(
                 || ex
                     .record
                     .as_ref()
-                    .is_some_and(|r| r.host_if != lower.as_str())
+                    .is_some_and(|r| r.host_if != lower)
             {
                 return Err(conflict(format!("not a {want} on {lower}")));
             }
@@ -320,6 +324,7 @@ mod tests {
             mac: Some(crate::spec::Mac([2, 0, 0, 0, 0, 1])),
             master,
             alias: Some("pipe:42:eth1".into()),
+            lower: None,
         }
     }
 
@@ -366,20 +371,23 @@ mod tests {
             record: Some(Record {
                 spec: Entry::from_spec(&spec(addr)),
                 label: "42".into(),
-                ifname: "eth1".into(),
-                kind: "veth".into(),
-                host_if: "br1".into(),
-                host_ifname: Some("veth1pl42".into()),
+                labels: vec![],
+                anchor: None,
+                pending: None,
+                created: vec![],
+                ifname: "eth1".parse().unwrap(),
+                kind: Kind::Veth,
+                host_if: "br1".parse().unwrap(),
+                host_ifname: Some("veth1pl42".parse().unwrap()),
                 mac: None,
-                netns: None,
-                created_shared: vec![],
-                netns_link: None,
+                netns: crate::state::NsKey { dev: 4, ino: 42 },
                 replaced_default: vec![],
                 addrs: vec![addr.into()],
                 persist: false,
                 from_file: false,
             }),
             host_veth: Some(link("veth1pl42", "veth", 9, Some(5))),
+            tag: "pipe:42:eth1".into(),
         }
     }
 
@@ -470,8 +478,8 @@ mod tests {
         let mut ex = existing("10.0.0.2/24");
         ex.link = link("eth1", "ipvlan", 2, None);
         let r = ex.record.as_mut().unwrap();
-        r.kind = "ipvlan".into();
-        r.host_if = "eth0.100".into();
+        r.kind = Kind::Ipvlan;
+        r.host_if = "eth0.100".parse().unwrap();
         r.host_ifname = None;
         r.spec.vlan = Some(100);
         r.spec.ipvlan = Some("l2".into());

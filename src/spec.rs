@@ -16,8 +16,22 @@ use md5::{Digest, Md5};
 pub const IFNAMSIZ_MAX: usize = 15;
 
 /// A valid Linux interface name: 1..=15 bytes, no `/`, `:` or whitespace, not `.` or `..`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct IfName(String);
+
+impl TryFrom<String> for IfName {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<IfName> for String {
+    fn from(n: IfName) -> String {
+        n.0
+    }
+}
 
 impl IfName {
     pub fn as_str(&self) -> &str {

@@ -96,6 +96,7 @@ mod tests {
                 mac: None,
                 master: None,
                 alias: None,
+                lower: None,
             },
             parent,
             parent_netnsid: None,

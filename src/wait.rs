@@ -119,6 +119,7 @@ mod tests {
             mac: None,
             master: None,
             alias: None,
+            lower: None,
         }
     }
 

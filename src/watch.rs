@@ -88,11 +88,12 @@ pub fn load_wanted(file: &Path) -> Result<Vec<Wanted>> {
             )));
         }
     }
-    for r in state::all().into_iter().flatten().filter(|r| r.persist) {
+    let store = crate::detach::open_store()?;
+    for r in store.all().into_iter().flatten().filter(|r| r.persist) {
         let Ok(mut spec) = r.spec.to_spec() else {
             warn!(
                 "record {} has an unusable spec; skipped",
-                r.path().display()
+                store.record_path(&r.id()).display()
             );
             continue;
         };
@@ -214,7 +215,11 @@ async fn apply(file: &Path, id: &str, name: &str, time_nano: Option<i64>) {
         let mut spec = w.spec;
         spec.guest = GuestRef::Name(name.to_string());
         if spec.mac.is_none()
-            && let Ok(Some(r)) = state::load(name, spec.ifname.as_str())
+            && let Ok(store) = state::Store::open()
+            && let Some(r) = store
+                .find(name, Some(spec.ifname.as_str()))
+                .into_iter()
+                .find(|r| r.mac.is_some())
         {
             // The same MAC as the first time, so neighbours' caches stay right.
             spec.mac = r.mac.as_deref().and_then(|m| m.parse().ok());
@@ -244,42 +249,36 @@ async fn apply(file: &Path, id: &str, name: &str, time_nano: Option<i64>) {
 }
 
 fn mark_from_file(label: &str, ifname: &str) {
-    if let Ok(Some(mut r)) = state::load(label, ifname)
-        && !r.from_file
-    {
+    let Ok(store) = state::Store::open() else {
+        return;
+    };
+    for mut r in store.find(label, Some(ifname)) {
+        if r.from_file || r.pending.is_some() || !r.alive() {
+            continue;
+        }
         r.from_file = true;
-        if let Err(e) = state::save(&r) {
-            warn!("watch: could not update {}: {e}", r.path().display());
+        if let Err(e) = store.save(&r) {
+            warn!(
+                "watch: could not update {}: {e}",
+                store.record_path(&r.id()).display()
+            );
         }
     }
 }
 
 /// A container died: what pipe made for it on the host goes (the namespace
-/// link that would keep its namespace, and so its veths, alive); the records
-/// of persistent attachments stay for its next start.
+/// link, host ends, shared links nothing uses), through the same collection
+/// as `pipe gc`; the records of persistent attachments stay for its next start.
 async fn died(id: &str, name: &str, host: &Netlink) {
     debug!("watch: {name} ({id}) died");
-    for r in state::of(name) {
-        if crate::gc::alive(&r) {
-            continue;
-        }
-        if let Some(h) = &r.host_ifname
-            && let Ok(Some(l)) = host.link(h).await
-            && l.alias.as_deref() == Some(state::tag(&r.label, &r.ifname).as_str())
-            && let Err(c) = host.delete_link(l.index).await
-        {
-            warn!("watch: could not delete {h} of {name}: {c}");
-        }
-        if let Some(n) = &r.netns_link
-            && crate::netns::created_by_pipe(n)
-            && let Err(e) = crate::netns::remove_link(n)
-        {
-            warn!("watch: could not remove /var/run/netns/{n}: {e}");
-        }
-        if !r.kept()
-            && let Err(e) = state::remove(&r.label, &r.ifname)
-        {
-            warn!("watch: could not remove {}: {e}", r.path().display());
+    let Ok(store) = state::Store::open() else {
+        return;
+    };
+    let mut recs = store.find(name, None);
+    recs.extend(store.find(id, None));
+    for r in recs {
+        if let Err(fails) = crate::detach::collect(&store, host, &r, false).await {
+            warn!("watch: cleaning up after {name}: {}", fails.join("; "));
         }
     }
 }
