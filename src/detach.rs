@@ -395,6 +395,12 @@ pub async fn collect(
         Ok(None) => return Ok(Vec::new()),
         Err(e) => return Err(vec![format!("{}: {e}", store.record_path(&id).display())]),
     };
+    // The host side of a record made from another namespace is that
+    // namespace's: collected by a gc there, or gone with it.
+    let host_gone = !r.host_here() && !r.host_ns.is_some_and(|h| netns::exists(h.into()));
+    if !r.host_here() && !host_gone {
+        return Ok(Vec::new());
+    }
     let why = match r.pending {
         Some(o) if o.alive() => return Ok(Vec::new()),
         Some(_) => Why::Recover,
@@ -418,14 +424,21 @@ pub async fn collect(
         Ok(f) => f,
         Err(e) => return Err(vec![e.to_string()]),
     };
-    let ops = match plan(&f, why) {
+    let mut ops = match plan(&f, why) {
         Ok(o) => o,
         Err(_) => vec![Teardown::RemoveRecord(id.clone())],
     };
-    let verb = if dry_run { "would remove" } else { "removed" };
-    if dry_run {
-        return Ok(ops.iter().map(|o| format!("{verb}: {o}")).collect());
+    if host_gone {
+        ops.retain(|o| {
+            !matches!(
+                o,
+                Teardown::DeleteHostLink { .. }
+                    | Teardown::ReleaseShared { .. }
+                    | Teardown::HostDownIfUnused { .. }
+            )
+        });
     }
+    let verb = if dry_run { "would remove" } else { "removed" };
     let cx = Cx {
         host,
         guest: g.as_ref(),
@@ -433,6 +446,15 @@ pub async fn collect(
         label: &r.label,
         store,
     };
+    if dry_run {
+        let mut v = Vec::new();
+        for o in &ops {
+            if let Some(x) = exec::would(o, &cx).await {
+                v.push(format!("{verb} {x}"));
+            }
+        }
+        return Ok(v);
+    }
     let done = exec::teardown(&ops, &cx).await;
     let gone = ops.iter().any(|o| matches!(o, Teardown::RemoveRecord(_)));
     if gone && done.failed.is_empty() {

@@ -925,6 +925,43 @@ pub async fn teardown(ops: &[Teardown], cx: &Cx<'_>) -> Done {
 
 type Outcome = std::result::Result<Option<String>, String>;
 
+/// `--dry-run`: what this operation would remove, judged read-only with the
+/// same proofs the executor checks (`None`: it would leave everything as is).
+pub async fn would(op: &Teardown, cx: &Cx<'_>) -> Option<String> {
+    match op {
+        Teardown::RemoveRecord(id) => Some(format!("record {}", cx.store.record_path(id).display())),
+        Teardown::RemoveNetnsLink { name, ns } => (cx.store.netns_mark(name.as_str()) == Some(*ns)
+            && std::fs::symlink_metadata(netns::link_path(name.as_str())).is_ok())
+        .then(|| format!("{}", netns::link_path(name.as_str()).display())),
+        Teardown::DeleteHostLink { name, owner } => match cx.host.link(name.as_str()).await {
+            Ok(Some(l)) if owner.allows(l.alias.as_deref()) => Some(format!("host interface {name}")),
+            _ => None,
+        },
+        Teardown::DeleteGuestLink { name, owner } => match cx.guest?.link(name.as_str()).await {
+            Ok(Some(l)) if owner.allows(l.alias.as_deref()) => Some(format!("interface {name}")),
+            _ => None,
+        },
+        Teardown::ReleaseShared {
+            name,
+            untagged,
+            except,
+        } => {
+            let l = cx.host.link(name.as_str()).await.ok()??;
+            let ok = l.alias.as_deref() == Some(SHARED_TAG)
+                || (*untagged && l.alias.as_deref().is_none_or(str::is_empty));
+            if !ok || used_elsewhere(cx, name.as_str(), except, Some(l.index)).await != Ok(false) {
+                return None;
+            }
+            Some(format!(
+                "{} {name}",
+                if l.is_bridge() { "bridge" } else { "host interface" }
+            ))
+        }
+        Teardown::StopKeeper { .. } | Teardown::HostDownIfUnused { .. } => None,
+        op => Some(op.to_string()),
+    }
+}
+
 async fn teardown_one(op: &Teardown, cx: &Cx<'_>) -> Outcome {
     let host = cx.host;
     let label = cx.label;
@@ -1088,7 +1125,8 @@ async fn used_elsewhere(
 ) -> std::result::Result<bool, String> {
     let dot = format!("{name}.");
     for r in cx.store.all().into_iter().flatten() {
-        if Some(r.id()) == *except {
+        // Records of other host namespaces name other links that share a name.
+        if Some(r.id()) == *except || !r.host_here() {
             continue;
         }
         if r.uses_host_link(name) || r.host_if.as_str().starts_with(&dot) {
@@ -1103,7 +1141,12 @@ async fn used_elsewhere(
             .map_err(|c| format!("listing host interfaces ({c})"))?;
         if links
             .iter()
-            .any(|l| l.index != i && (l.master == Some(i) || l.lower == Some(i)))
+            // A veth's IFLA_LINK is its peer, not a device stacked on it.
+            .any(|l| {
+                l.index != i
+                    && (l.master == Some(i)
+                        || (l.lower == Some(i) && l.kind.as_deref() != Some("veth")))
+            })
         {
             return Ok(true);
         }

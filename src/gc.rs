@@ -130,20 +130,20 @@ pub async fn collect_all(
             });
         }
     }
+    let cx = Cx {
+        host,
+        guest: None,
+        netns: None,
+        label: "host",
+        store,
+    };
     if dry_run {
-        removed.extend(
-            ops.iter()
-                .filter(|o| matches!(o, Teardown::DeleteHostLink { .. }))
-                .map(|o| format!("{verb}: {o}")),
-        );
+        for o in &ops {
+            if let Some(x) = exec::would(o, &cx).await {
+                removed.push(format!("{verb} {x}"));
+            }
+        }
     } else {
-        let cx = Cx {
-            host,
-            guest: None,
-            netns: None,
-            label: "host",
-            store,
-        };
         let done = exec::teardown(&ops, &cx).await;
         removed.extend(done.removed.into_iter().map(|x| format!("{verb} {x}")));
         fails.extend(done.failed);

@@ -30,6 +30,7 @@ pub fn begin(
     let here: NsKey = target.netns.id.into();
     let mut r = old.unwrap_or_else(|| Record {
         netns: here,
+        host_ns: None,
         ifname: spec.ifname.clone(),
         label: target.label.clone(),
         labels: Vec::new(),
@@ -47,6 +48,7 @@ pub fn begin(
         from_file: false,
     });
     r.label = target.label.clone();
+    r.host_ns = crate::netns::own_id().ok().map(Into::into);
     r.add_label(&target.label);
     r.add_label(&spec.guest.to_string());
     if let Some(n) = &target.link_name {

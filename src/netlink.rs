@@ -68,8 +68,10 @@ impl Link {
             alias: None,
             lower: None,
         };
+        let mut other_ns = false;
         for a in m.attributes {
             match a {
+                LinkAttribute::LinkNetNsId(_) => other_ns = true,
                 LinkAttribute::IfName(n) => l.name = n,
                 LinkAttribute::Mtu(v) => l.mtu = v,
                 LinkAttribute::Address(b) if b.len() == 6 => {
@@ -87,6 +89,10 @@ impl Link {
                 }
                 _ => {}
             }
+        }
+        // IFLA_LINK names an index in another namespace (a veth's peer): not ours.
+        if other_ns {
+            l.lower = None;
         }
         l
     }

@@ -196,6 +196,18 @@ pub fn process_in(id: NsId) -> Option<u32> {
     None
 }
 
+/// Does namespace `id` exist: a process in it, or a name under /var/run/netns?
+pub fn exists(id: NsId) -> bool {
+    if let Ok(rd) = std::fs::read_dir(NETNS_RUN_DIR) {
+        for e in rd.flatten() {
+            if path_is(&e.path(), id) {
+                return true;
+            }
+        }
+    }
+    any_process_in(id)
+}
+
 /// Does any process live in the namespace `id`? Only used on the rare path
 /// where a name is already taken by another namespace.
 pub fn any_process_in(id: NsId) -> bool {

@@ -371,6 +371,7 @@ pub async fn link(
     // Journal before the kernel: end A (its peer goes with it) and who writes.
     let mut rec = Record {
         netns: ta.netns.id.into(),
+        host_ns: netns::own_id().ok().map(Into::into),
         ifname: spec.ifname_a.clone(),
         label: ta.label.clone(),
         labels: vec![ta.label.clone(), spec.a.to_string()],
@@ -575,9 +576,9 @@ mod tests {
             r,
             "ip link add eth1 mtu 1500 netns a type veth peer name eth1 mtu 1500 netns b\n\
              ip -n a addr add 10.1.1.1/32 dev eth1\n\
-             ip -n a link set eth1 alias pipe:a:eth1 up\n\
+             ip -n a link set eth1 alias pipe:1-2:eth1 up\n\
              ip -n b addr add 10.1.1.2/32 dev eth1\n\
-             ip -n b link set eth1 alias pipe:b:eth1 up\n\
+             ip -n b link set eth1 alias pipe:1-3:eth1 up\n\
              ip -n a route replace 10.1.1.2/32 dev eth1 scope link\n\
              ip -n b route replace 10.1.1.1/32 dev eth1 scope link\n"
         );

@@ -381,6 +381,7 @@ mod tests {
                 host_ifname: Some("veth1pl42".parse().unwrap()),
                 mac: None,
                 netns: crate::state::NsKey { dev: 4, ino: 42 },
+                host_ns: None,
                 replaced_default: vec![],
                 addrs: vec![addr.into()],
                 persist: false,

@@ -256,6 +256,9 @@ impl std::fmt::Display for Kind {
 pub struct Record {
     /// The namespace (identity, with `ifname`).
     pub netns: NsKey,
+    /// The namespace pipe ran in (where the host side lives: bridge, parent, host end).
+    #[serde(default)]
+    pub host_ns: Option<NsKey>,
     /// The container's interface.
     pub ifname: IfName,
     /// How the operator named the container last (Docker name, PID, netns name/path).
@@ -342,6 +345,12 @@ impl Record {
                 Created::Bridge(n) | Created::Vlan(n) => n.as_str() == name,
                 _ => false,
             })
+    }
+
+    /// Is the host side of this record in the namespace pipe runs in now?
+    pub fn host_here(&self) -> bool {
+        self.host_ns
+            .is_none_or(|h| crate::netns::own_id().is_ok_and(|o| NsKey::from(o) == h))
     }
 
     pub fn has_label(&self, l: &str) -> bool {

@@ -97,14 +97,14 @@ fn attach_then_detach_restores_route_and_links() {
     let v = h.ns.ipj(&["link", "show", "dev", &veth]);
     assert_eq!(
         link(&v)["ifalias"],
-        format!("pipe:{}:eth1", c.pid).as_str(),
+        c.tag("eth1").as_str(),
         "{v}"
     );
     let b = h.ns.ipj(&["link", "show", "dev", &br]);
     assert_eq!(link(&b)["ifalias"], "pipe:shared", "{b}");
     let g = c.ipj(&["link", "show", "dev", "eth1"]);
-    assert_eq!(link(&g)["ifalias"], format!("pipe:{}:eth1", c.pid).as_str());
-    assert_eq!(h.records(), [format!("{}@eth1.json", c.pid)]);
+    assert_eq!(link(&g)["ifalias"], c.tag("eth1").as_str());
+    assert_eq!(h.records(), [c.record("eth1")]);
 
     let out = h.ok(&["detach", &c.pid_s()]);
     assert!(out.contains("detached"), "{out}");
@@ -179,7 +179,7 @@ fn rerun_with_another_address_replaces_it() {
     assert_eq!(r[0]["dev"], "eth1");
     // The record follows.
     let rec =
-        std::fs::read_to_string(format!("{}/attachments/{}@eth1.json", h.state, c.pid)).unwrap();
+        std::fs::read_to_string(format!("{}/attachments/{}", h.state, c.record("eth1"))).unwrap();
     assert!(
         rec.contains("10.64.0.3/24") && !rec.contains("10.64.0.2/24"),
         "{rec}"
@@ -289,7 +289,7 @@ fn gc_after_containers_were_killed() {
     assert_eq!(h.records().len(), 2, "dry run removed something");
     let out = h.ok(&["gc"]);
     assert!(out.contains("removed record"), "{out}");
-    assert_eq!(h.records(), [format!("{}@eth1.json", b.pid)]);
+    assert_eq!(h.records(), [b.record("eth1")]);
     // Not even a dangling symlink is left.
     assert!(std::fs::symlink_metadata(a.netns_link()).is_err());
     // The veth died with the namespace (the kernel tears it down
@@ -335,7 +335,7 @@ fn state_dir_option_is_used() {
     let dir = format!("{}-opt", h.state);
     let br = unique("br");
     h.ok(&["--state-dir", &dir, &br, &c.pid_s(), "0/0"]);
-    assert!(std::path::Path::new(&format!("{dir}/attachments/{}@eth1.json", c.pid)).exists());
+    assert!(std::path::Path::new(&format!("{dir}/attachments/{}", c.record("eth1"))).exists());
     assert!(h.records().is_empty());
     h.ok(&["detach", "--state-dir", &dir, &c.pid_s()]);
     let _ = std::fs::remove_dir_all(&dir);

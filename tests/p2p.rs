@@ -71,7 +71,7 @@ fn two_containers_linked_point_to_point_ping_each_other_and_nothing_else() {
     );
     // Both ends carry pipe's ownership alias: detaching one container removes the pair.
     let l = a.ipj(&["link", "show", "dev", "eth1"]);
-    assert_eq!(link(&l)["ifalias"], format!("pipe:{}:eth1", a.pid), "{l}");
+    assert_eq!(link(&l)["ifalias"], a.tag("eth1"), "{l}");
     ok(&host.pipe(&["detach", &a.pid_s()]));
     assert_eq!(a.links(), ["lo"]);
     assert_eq!(b.links(), ["lo"]);

@@ -138,7 +138,29 @@ pub struct Container {
     pub pid: u32,
 }
 
+/// pipe's identity of the namespace at `path`: `DEV-INO` of its nsfs file.
+pub fn ns_key(path: &str) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::metadata(path).unwrap_or_else(|e| panic!("stat {path}: {e}"));
+    format!("{}-{}", md.dev(), md.ino())
+}
+
 impl Container {
+    /// pipe's identity of this container's namespace (`DEV-INO`).
+    pub fn key(&self) -> String {
+        ns_key(&format!("/proc/{}/ns/net", self.pid))
+    }
+
+    /// The ownership tag pipe puts on this container's `ifname` (and its host end).
+    pub fn tag(&self, ifname: &str) -> String {
+        format!("pipe:{}:{ifname}", self.key())
+    }
+
+    /// The file name of pipe's record of this container's `ifname`.
+    pub fn record(&self, ifname: &str) -> String {
+        format!("{}@{ifname}.json", self.key())
+    }
+
     pub fn new() -> Container {
         require_root();
         let child = Command::new("unshare")
