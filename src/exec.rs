@@ -246,6 +246,7 @@ impl Exec<'_> {
                 bridge,
                 bridge_index,
                 mtu,
+                host_mtu,
                 mac,
             } => {
                 let master = match bridge_index {
@@ -256,7 +257,7 @@ impl Exec<'_> {
                 };
                 let h = NewLink {
                     name: host.as_str(),
-                    mtu: Some(*mtu),
+                    mtu: Some(*host_mtu),
                     up: true,
                     master: Some(master),
                     ..Default::default()
@@ -751,6 +752,16 @@ impl Exec<'_> {
     }
 }
 
+/// An undo that finds its link gone (ENODEV) has nothing left to do.
+fn already_gone(c: crate::error::KernelCause) -> std::result::Result<(), crate::error::KernelCause> {
+    if c.errno == libc::ENODEV {
+        debug!("undo: already gone");
+        Ok(())
+    } else {
+        Err(c)
+    }
+}
+
 /// Run the undos in reverse; return a description of each one that failed.
 async fn rollback(
     undo: Vec<Undo>,
@@ -764,13 +775,17 @@ async fn rollback(
         let r: std::result::Result<(), String> = match &u {
             Undo::RemoveNetnsLink(name) => netns::remove_link(name)
                 .map_err(|e| format!("{}: {e}", netns::link_path(name).display())),
+            // Deleting one end of a veth takes the other along, and a link
+            // whose namespace went away is gone: "No such device" is done.
             Undo::DeleteHostLink(name) => host
                 .delete_link_named(name.as_str())
                 .await
+                .or_else(already_gone)
                 .map_err(|c| format!("host interface {name} ({c})")),
             Undo::DeleteGuestLink(name) => guest
                 .delete_link_named(name.as_str())
                 .await
+                .or_else(already_gone)
                 .map_err(|c| format!("{name} in container {} ({c})", target.label)),
             Undo::HostDown(name, index) => host
                 .set_up(*index, false)
