@@ -35,7 +35,10 @@ pub struct Summary {
 impl Summary {
     pub fn line(&self) -> String {
         if let Some(p) = self.planned {
-            return format!("{p} planned, {} would fail (dry run: nothing changed)", self.failed);
+            return format!(
+                "{p} planned, {} would fail (dry run: nothing changed)",
+                self.failed
+            );
         }
         format!(
             "{} attached, {} already attached, {} failed",

@@ -753,7 +753,9 @@ impl Exec<'_> {
 }
 
 /// An undo that finds its link gone (ENODEV) has nothing left to do.
-fn already_gone(c: crate::error::KernelCause) -> std::result::Result<(), crate::error::KernelCause> {
+fn already_gone(
+    c: crate::error::KernelCause,
+) -> std::result::Result<(), crate::error::KernelCause> {
     if c.errno == libc::ENODEV {
         debug!("undo: already gone");
         Ok(())

@@ -128,7 +128,11 @@ mod tests {
         assert!(e.contains("character device"), "{e}");
         let e = read_text(&d).unwrap_err().to_string();
         assert!(e.contains("a directory"), "{e}");
-        assert!(check_state_dir(Path::new("/dev/null")).unwrap_err().contains("/dev/null"));
+        assert!(
+            check_state_dir(Path::new("/dev/null"))
+                .unwrap_err()
+                .contains("/dev/null")
+        );
         assert!(check_state_dir(&d).is_ok());
         assert!(check_state_dir(&d.join("missing")).is_ok());
         std::fs::remove_dir_all(&d).unwrap();

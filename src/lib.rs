@@ -36,7 +36,6 @@ pub mod vlan;
 pub mod wait;
 pub mod watch;
 
-
 use crate::cli::Cli;
 use crate::error::{Error, Result};
 use crate::netlink::Netlink;

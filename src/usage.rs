@@ -162,7 +162,13 @@ fn usage_line(e: &clap::Error) -> Option<String> {
     let u = strings(e.get(clap::error::ContextKind::Usage));
     let u = u.first()?;
     let first = u.lines().next()?.trim();
-    Some(first.strip_prefix("Usage:").unwrap_or(first).trim().to_string())
+    Some(
+        first
+            .strip_prefix("Usage:")
+            .unwrap_or(first)
+            .trim()
+            .to_string(),
+    )
 }
 
 /// One line that keeps everything clap said: what is missing, the allowed
@@ -256,14 +262,20 @@ mod tests {
 
     #[test]
     fn options_before_a_verb_move_after_it() {
-        assert_eq!(hoist(&["--state-dir", "/x", "gc"]), ["gc", "--state-dir", "/x"]);
+        assert_eq!(
+            hoist(&["--state-dir", "/x", "gc"]),
+            ["gc", "--state-dir", "/x"]
+        );
         assert_eq!(hoist(&["--json", "gc"]), ["gc", "--json"]);
         assert_eq!(hoist(&["-n", "detach", "web"]), ["detach", "-n", "web"]);
         assert_eq!(
             hoist(&["-nv", "route", "web", "add", "default"]),
             ["route", "-nv", "web", "add", "default"]
         );
-        assert_eq!(hoist(&["-i", "gc", "br1", "web", "0/0"]), ["-i", "gc", "br1", "web", "0/0"]);
+        assert_eq!(
+            hoist(&["-i", "gc", "br1", "web", "0/0"]),
+            ["-i", "gc", "br1", "web", "0/0"]
+        );
         assert_eq!(hoist(&["br1", "gc", "0/0"]), ["br1", "gc", "0/0"]);
         assert_eq!(hoist(&["--state-dir=/x", "gc"]), ["gc", "--state-dir=/x"]);
     }
@@ -279,12 +291,13 @@ mod tests {
         let e = err(&["--macvlan-mode", "foo", "eth0", "1", "0/0"]);
         assert!(e.contains("bridge, private, vepa, passthru"), "{e}");
         let e = err(&["--wait", "br1", "x", "1.2.3.4/24"]);
-        assert!(e.contains("cannot be used with") && e.contains("HOST_IF"), "{e}");
+        assert!(
+            e.contains("cannot be used with") && e.contains("HOST_IF"),
+            "{e}"
+        );
         let e = err(&["--save", "x"]);
         assert!(e.contains("pipe apply FILE"), "{e}");
-        for e in [e] {
-            assert!(!e.contains('\n'));
-        }
+        assert!(!e.contains('\n'));
     }
 
     #[test]

@@ -53,7 +53,14 @@ fn huge_numbers_are_usage_errors_not_panics() {
         &["link", "--timeout", "1e30", "1", "0/0", "2", "0/0"],
         &["--wait", "--timeout", "1e30"],
         &["--timeout", "86401", "br1", "1", "0/0"],
-        &["--rate", "99999999999999999999tbit", "-n", "br1", "1", "0/0"],
+        &[
+            "--rate",
+            "99999999999999999999tbit",
+            "-n",
+            "br1",
+            "1",
+            "0/0",
+        ],
         &["--mtu", "67", "br1", "1", "0/0"],
         &["--mtu", "65536", "br1", "1", "0/0"],
         &["--mtu", "1000", "br1", "1", "fd00::1/64"],
@@ -69,7 +76,13 @@ fn huge_numbers_are_usage_errors_not_panics() {
 fn fifos_and_devices_never_block() {
     let d = tmpdir("bififo");
     let fifo = d.join("f");
-    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
     let f = fifo.to_str().unwrap();
     assert_fails(&pipe(&["-n", "br1", f, "0/0"]), 2, "FIFO");
     assert_fails(&pipe(&["-n", "tc", f, "qdisc", "show"]), 2, "FIFO");
@@ -89,9 +102,17 @@ fn fifos_and_devices_never_block() {
 
 #[test]
 fn clap_errors_keep_their_content_on_one_line() {
-    assert_fails(&pipe(&["br1", "web"]), 2, "missing ADDR[@GATEWAY] (usage: pipe ");
+    assert_fails(
+        &pipe(&["br1", "web"]),
+        2,
+        "missing ADDR[@GATEWAY] (usage: pipe ",
+    );
     assert_fails(&pipe(&["detach"]), 2, "missing GUEST");
-    assert_fails(&pipe(&["link", "a", "1.1.1.1/32", "b"]), 2, "missing ADDR_B");
+    assert_fails(
+        &pipe(&["link", "a", "1.1.1.1/32", "b"]),
+        2,
+        "missing ADDR_B",
+    );
     assert_fails(
         &pipe(&["--macvlan-mode", "foo", "eth0", "1", "0/0"]),
         2,
@@ -111,7 +132,15 @@ fn control_characters_are_escaped_and_json_errors_are_objects() {
     let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
     assert_eq!(v["kind"], "usage");
     assert!(v["error"].as_str().unwrap().contains("missing"));
-    let o = pipe(&["--json", "--state-dir", "/dev/null", "-n", "br1", "1", "0/0"]);
+    let o = pipe(&[
+        "--json",
+        "--state-dir",
+        "/dev/null",
+        "-n",
+        "br1",
+        "1",
+        "0/0",
+    ]);
     assert_fails(&o, 2, "state directory /dev/null");
     let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
     assert_eq!(v["exit_code"], 2);
@@ -134,22 +163,57 @@ fn global_options_before_a_verb_and_dry_run_json() {
     assert_ne!(o.status.code(), Some(2), "{}", stderr(&o));
     let o = pipe_in(
         Some(&h),
-        &["-n", "route", &pid, "replace", "-6", "default", "via", "2001:db8::1"],
+        &[
+            "-n",
+            "route",
+            &pid,
+            "replace",
+            "-6",
+            "default",
+            "via",
+            "2001:db8::1",
+        ],
         &[],
     );
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    assert!(stdout(&o).contains("ip -6 route replace default via 2001:db8::1"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("ip -6 route replace default via 2001:db8::1"),
+        "{}",
+        stdout(&o)
+    );
     // The fallback printed for a refused form is valid ip syntax (-6 first).
     let o = pipe_in(
         Some(&h),
-        &["route", &pid, "replace", "-6", "default", "via", "2001:db8::1", "mtu", "1400"],
+        &[
+            "route",
+            &pid,
+            "replace",
+            "-6",
+            "default",
+            "via",
+            "2001:db8::1",
+            "mtu",
+            "1400",
+        ],
         &[],
     );
-    assert_fails(&o, 2, "ip -6 route replace default via 2001:db8::1 mtu 1400");
+    assert_fails(
+        &o,
+        2,
+        "ip -6 route replace default via 2001:db8::1 mtu 1400",
+    );
     // --dry-run --json: the plan as one JSON object.
     let o = pipe_in(
         Some(&h),
-        &["--state-dir", sds, "-n", "--json", "br1", &pid, "10.9.0.2/24"],
+        &[
+            "--state-dir",
+            sds,
+            "-n",
+            "--json",
+            "br1",
+            &pid,
+            "10.9.0.2/24",
+        ],
         &[],
     );
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
@@ -160,7 +224,10 @@ fn global_options_before_a_verb_and_dry_run_json() {
         .iter()
         .map(|s| s["op"].as_str().unwrap())
         .collect();
-    assert!(ops.contains(&"CreateBridge") && ops.contains(&"CreateVeth"), "{v}");
+    assert!(
+        ops.contains(&"CreateBridge") && ops.contains(&"CreateVeth"),
+        "{v}"
+    );
     assert_eq!(h.links(), ["lo"], "a dry run changes nothing");
     std::fs::remove_dir_all(&sd).unwrap();
 }
@@ -172,7 +239,11 @@ fn disabled_ipv6_is_explained() {
     c.nsenter(&["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
     let sd = tmpdir("bisd");
     let sds = sd.to_str().unwrap();
-    let o = pipe_in(Some(&h), &["--state-dir", sds, "br1", &c.pid_s(), "2001:db8::5/64"], &[]);
+    let o = pipe_in(
+        Some(&h),
+        &["--state-dir", sds, "br1", &c.pid_s(), "2001:db8::5/64"],
+        &[],
+    );
     assert_fails(&o, 1, "--sysctl net.ipv6.conf.all.disable_ipv6=0");
     assert_eq!(h.links(), ["lo"]);
     assert_eq!(c.links(), ["lo"]);
@@ -191,7 +262,12 @@ fn dual_stack_output_and_bridge_mtu_kept() {
     let o = pipe_in(
         Some(&h),
         &[
-            "--state-dir", sds, "-i", "eth2", "br2", &pid,
+            "--state-dir",
+            sds,
+            "-i",
+            "eth2",
+            "br2",
+            &pid,
             "10.2.0.7/16@10.2.0.1,2001:db8:2::7/64@2001:db8:2::1",
         ],
         &[],
@@ -202,7 +278,18 @@ fn dual_stack_output_and_bridge_mtu_kept() {
     assert!(line.contains("via 10.2.0.1,2001:db8:2::1"), "{line}");
     let o = pipe_in(
         Some(&h),
-        &["--state-dir", sds, "--json", "--mtu", "1400", "-i", "eth3", "br2", &pid, "10.3.0.7/16"],
+        &[
+            "--state-dir",
+            sds,
+            "--json",
+            "--mtu",
+            "1400",
+            "-i",
+            "eth3",
+            "br2",
+            &pid,
+            "10.3.0.7/16",
+        ],
         &[],
     );
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
@@ -235,7 +322,10 @@ fn rollback_of_a_link_already_gone_is_not_a_failure() {
     // host end with it): the rollback finds the veth already gone.
     let t0 = Instant::now();
     while !c.links().contains(&"eth1".to_string()) {
-        assert!(t0.elapsed() < Duration::from_secs(10), "eth1 never appeared");
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "eth1 never appeared"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     c.ip(&["link", "del", "eth1"]);
@@ -265,7 +355,13 @@ fn apply_dry_run_checks_every_entry() {
     .unwrap();
     let o = pipe_in(
         Some(&h),
-        &["--state-dir", sd.to_str().unwrap(), "-n", "apply", f.to_str().unwrap()],
+        &[
+            "--state-dir",
+            sd.to_str().unwrap(),
+            "-n",
+            "apply",
+            f.to_str().unwrap(),
+        ],
         &[],
     );
     let err = stderr(&o);
