@@ -28,7 +28,7 @@ complete -c pipe -n "__fish_pipe_needs_command" -s i -l container-ifname -d 'Int
 complete -c pipe -n "__fish_pipe_needs_command" -s l -l host-ifname -d 'Host-side veth name (default: v{IFNAME}pl{PID}, or a hash when that is too long)' -r
 complete -c pipe -n "__fish_pipe_needs_command" -s a -l family -d 'Address family, accepted for pipework compatibility (inferred from ADDR)' -r -f -a "4\t''
 6\t''"
-complete -c pipe -n "__fish_pipe_needs_command" -l mtu -d 'MTU of the new interface (default: the bridge\'s or parent\'s MTU)' -r
+complete -c pipe -n "__fish_pipe_needs_command" -l mtu -d 'MTU of the new interface, 68 to 65535 (at least 1280 with an IPv6 address; default: the bridge\'s or parent\'s MTU)' -r
 complete -c pipe -n "__fish_pipe_needs_command" -l rate -d 'Shape the container\'s egress on the new interface: a token bucket (TBF) set over netlink, no tc binary. tc\'s units: 10mbit, 512kbit, 1gbit (bps = bytes/s); BURST in bytes or 64kb (default: 10 ms at RATE, at least 16 KiB)' -r
 complete -c pipe -n "__fish_pipe_needs_command" -l macvlan-mode -d 'Mode of a macvlan (default bridge)' -r -f -a "bridge\t''
 private\t''
@@ -37,7 +37,7 @@ passthru\t''"
 complete -c pipe -n "__fish_pipe_needs_command" -l ipvlan -d 'Create an ipvlan child in this mode instead of a macvlan (l2: switched, l3/l3s: routed through the host); it shares the parent\'s MAC, so no MAC may be given' -r -f -a "l2\t''
 l3\t''
 l3s\t''"
-complete -c pipe -n "__fish_pipe_needs_command" -l timeout -d 'Seconds to wait for a starting container to get a PID (default 5); with --wait, for the interface to be ready (default: for ever)' -r
+complete -c pipe -n "__fish_pipe_needs_command" -l timeout -d 'Seconds to wait for a starting container to get a PID (default 5); with --wait, for the interface to be ready (default: for ever). 0 to 86400 (a day)' -r
 complete -c pipe -n "__fish_pipe_needs_command" -l state-dir -d 'Where pipe keeps its records of what it created' -r -F
 complete -c pipe -n "__fish_pipe_needs_command" -l generate -d 'Print the man page or a completion script to stdout' -r -f -a "man\t''
 bash\t''
@@ -62,7 +62,7 @@ complete -c pipe -n "__fish_pipe_needs_command" -a "link" -d 'Connect two contai
 complete -c pipe -n "__fish_pipe_needs_command" -a "__dhcp-keeper" -d 'The DHCP lease keeper (started by an attach with `dhcp`; not for direct use)'
 complete -c pipe -n "__fish_pipe_needs_command" -a "tc" -d 'Run the host\'s `tc` with these arguments inside the container\'s namespace'
 complete -c pipe -n "__fish_pipe_using_subcommand detach" -s i -l container-ifname -d 'Interface name inside the container' -r
-complete -c pipe -n "__fish_pipe_using_subcommand detach" -l timeout -d 'Seconds to wait for a starting container to get a PID' -r
+complete -c pipe -n "__fish_pipe_using_subcommand detach" -l timeout -d 'Seconds to wait for a starting container to get a PID (0 to 86400)' -r
 complete -c pipe -n "__fish_pipe_using_subcommand detach" -l state-dir -d 'Where pipe keeps its records of what it created' -r -F
 complete -c pipe -n "__fish_pipe_using_subcommand detach" -l force -d 'Delete the interface even if pipe did not create it'
 complete -c pipe -n "__fish_pipe_using_subcommand detach" -s n -l dry-run -d 'Print the plan as equivalent ip commands and change nothing'
@@ -99,8 +99,8 @@ complete -c pipe -n "__fish_pipe_using_subcommand rule" -l json -d 'Print the re
 complete -c pipe -n "__fish_pipe_using_subcommand rule" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c pipe -n "__fish_pipe_using_subcommand link" -s i -l container-ifname -d 'Interface name in the first container (and in the second, unless --peer-ifname)' -r
 complete -c pipe -n "__fish_pipe_using_subcommand link" -l peer-ifname -d 'Interface name in the second container' -r
-complete -c pipe -n "__fish_pipe_using_subcommand link" -l mtu -d 'MTU of both ends (default 1500)' -r
-complete -c pipe -n "__fish_pipe_using_subcommand link" -l timeout -d 'Seconds to wait for a starting container to get a PID' -r
+complete -c pipe -n "__fish_pipe_using_subcommand link" -l mtu -d 'MTU of both ends, 68 to 65535 (at least 1280 with IPv6; default 1500)' -r
+complete -c pipe -n "__fish_pipe_using_subcommand link" -l timeout -d 'Seconds to wait for a starting container to get a PID (0 to 86400)' -r
 complete -c pipe -n "__fish_pipe_using_subcommand link" -l state-dir -d 'Where pipe keeps its records of what it created' -r -F
 complete -c pipe -n "__fish_pipe_using_subcommand link" -s n -l dry-run -d 'Print the plan as equivalent ip commands and change nothing'
 complete -c pipe -n "__fish_pipe_using_subcommand link" -s v -l verbose -d 'More logging (-v: info, -vv: debug, -vvv: trace); RUST_LOG also works'

@@ -18,6 +18,11 @@ use crate::report::Report;
 
 #[derive(Debug, Default, Serialize)]
 pub struct Summary {
+    /// Entries in the file.
+    pub entries: usize,
+    /// With --dry-run: entries whose plan was made (each printed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub planned: Option<usize>,
     pub attached: usize,
     pub already_attached: usize,
     pub failed: usize,
@@ -29,6 +34,12 @@ pub struct Summary {
 
 impl Summary {
     pub fn line(&self) -> String {
+        if let Some(p) = self.planned {
+            return format!(
+                "{p} planned, {} would fail (dry run: nothing changed)",
+                self.failed
+            );
+        }
         format!(
             "{} attached, {} already attached, {} failed",
             self.attached, self.already_attached, self.failed
@@ -38,9 +49,9 @@ impl Summary {
 
 pub async fn apply(file: &Path, dry_run: bool, persist: bool) -> Result<Summary> {
     let origin = file.display().to_string();
-    let text = std::fs::read_to_string(file).map_err(|e| {
+    let text = crate::files::read_text(file).map_err(|e| {
         Error::Usage(format!(
-            "cannot read {origin}: {e}; give an attachments file"
+            "cannot read attachments file {origin}: {e}; give an attachments file (TOML, see pipe watch --help)"
         ))
     })?;
     let entries = attachments::parse(&text, &origin).map_err(Error::Usage)?;
@@ -54,7 +65,11 @@ pub async fn apply(file: &Path, dry_run: bool, persist: bool) -> Result<Summary>
     let host =
         Netlink::current().map_err(|c| Error::kernel("opening a netlink socket on the host", c))?;
 
-    let mut sum = Summary::default();
+    let mut sum = Summary {
+        entries: entries.len(),
+        planned: dry_run.then_some(0),
+        ..Summary::default()
+    };
     for ((entry, spec), target) in entries.iter().zip(targets) {
         let r = match target {
             Ok(t) => crate::attach_resolved(spec, t, &host, dry_run, persist).await,
@@ -69,7 +84,11 @@ pub async fn apply(file: &Path, dry_run: bool, persist: bool) -> Result<Summary>
                 }
                 sum.results.push(rep);
             }
-            Ok(None) => {}
+            Ok(None) => {
+                if let Some(p) = sum.planned.as_mut() {
+                    *p += 1;
+                }
+            }
             Err(e) => {
                 sum.failed += 1;
                 sum.errors

@@ -163,6 +163,10 @@ pub fn parse(text: &str, origin: &str) -> Result<Vec<(Entry, AttachSpec)>, Strin
     for (i, e) in file.attach.into_iter().enumerate() {
         let spec = e
             .to_spec()
+            .and_then(|s| {
+                crate::spec::check_mtu_family(s.mtu, &s.addr).map_err(|m| format!("mtu: {m}"))?;
+                Ok(s)
+            })
             .map_err(|m| format!("{origin}: attachment {} ({}): {m}", i + 1, e.container))?;
         if !seen.insert((e.container.clone(), spec.ifname.clone())) {
             return Err(format!(

@@ -103,8 +103,9 @@ pub struct Cli {
     #[arg(short = 'a', long = "family", value_name = "4|6", value_parser = ["4", "6"])]
     pub family: Option<String>,
 
-    /// MTU of the new interface (default: the bridge's or parent's MTU).
-    #[arg(long, value_name = "N")]
+    /// MTU of the new interface, 68 to 65535 (at least 1280 with an IPv6 address;
+    /// default: the bridge's or parent's MTU).
+    #[arg(long, value_name = "N", value_parser = crate::spec::parse_mtu)]
     pub mtu: Option<u32>,
 
     /// Shape the container's egress on the new interface: a token bucket (TBF) set over
@@ -144,9 +145,9 @@ pub struct Cli {
     pub no_netns_link: bool,
 
     /// Seconds to wait for a starting container to get a PID (default 5); with
-    /// --wait, for the interface to be ready (default: for ever).
-    #[arg(long, value_name = "SECS")]
-    pub timeout: Option<f64>,
+    /// --wait, for the interface to be ready (default: for ever). 0 to 86400 (a day).
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    pub timeout: Option<Duration>,
 
     /// Inside a container: wait until interface -i (eth1) exists, is up and has a
     /// usable address (IPv6: past duplicate address detection), as pipework --wait.
@@ -192,9 +193,9 @@ pub enum Command {
         /// Delete the interface even if pipe did not create it.
         #[arg(long)]
         force: bool,
-        /// Seconds to wait for a starting container to get a PID.
-        #[arg(long, value_name = "SECS", default_value = "5")]
-        timeout: f64,
+        /// Seconds to wait for a starting container to get a PID (0 to 86400).
+        #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs)]
+        timeout: Duration,
     },
     /// Attach everything in an attachments file (same format as pipe watch's) in one
     /// process: guests resolved concurrently, one host netlink connection, each
@@ -279,12 +280,12 @@ pub enum Command {
         /// Interface name in the second container.
         #[arg(long, value_name = "IFNAME")]
         peer_ifname: Option<IfName>,
-        /// MTU of both ends (default 1500).
-        #[arg(long, value_name = "N")]
+        /// MTU of both ends, 68 to 65535 (at least 1280 with IPv6; default 1500).
+        #[arg(long, value_name = "N", value_parser = crate::spec::parse_mtu)]
         mtu: Option<u32>,
-        /// Seconds to wait for a starting container to get a PID.
-        #[arg(long, value_name = "SECS", default_value = "5")]
-        timeout: f64,
+        /// Seconds to wait for a starting container to get a PID (0 to 86400).
+        #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs)]
+        timeout: Duration,
     },
     /// The DHCP lease keeper (started by an attach with `dhcp`; not for direct use).
     #[command(name = "__dhcp-keeper", hide = true)]
@@ -367,7 +368,8 @@ impl Cli {
                 )));
             }
         }
-        let timeout = secs(self.timeout.unwrap_or(5.0))?;
+        crate::spec::check_mtu_family(self.mtu, &addr).map_err(Error::Usage)?;
+        let timeout = self.timeout.unwrap_or(Duration::from_secs(5));
         let mv = self.mac_vlan.unwrap_or_default();
         Ok(AttachSpec {
             host_if: self.host_if.ok_or_else(|| missing("HOST_IF"))?,
@@ -397,14 +399,16 @@ impl Cli {
     }
 }
 
-/// A `--timeout` value as a duration.
-pub fn secs(v: f64) -> Result<Duration> {
-    if v.is_finite() && v >= 0.0 {
-        Ok(Duration::from_secs_f64(v))
-    } else {
-        Err(Error::Usage(format!(
-            "--timeout {v} is not a number of seconds"
-        )))
+/// The longest `--timeout`: a day.
+pub const MAX_TIMEOUT_SECS: f64 = 86_400.0;
+
+/// A `--timeout` value: seconds (fractions allowed), 0 to 86400.
+pub fn parse_secs(s: &str) -> std::result::Result<Duration, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if (0.0..=MAX_TIMEOUT_SECS).contains(&v) => Ok(Duration::from_secs_f64(v)),
+        _ => Err(format!(
+            "{s:?} is not a number of seconds from 0 to {MAX_TIMEOUT_SECS} (a day)"
+        )),
     }
 }
 

@@ -95,7 +95,14 @@ impl KernelCause {
 
     fn default_hint(&self) -> Option<String> {
         match self.errno {
-            1 | 13 => Some("pipe needs CAP_NET_ADMIN and CAP_SYS_ADMIN: run it as root".into()),
+            1 => Some("pipe needs CAP_NET_ADMIN and CAP_SYS_ADMIN: run it as root".into()),
+            // EACCES is also the kernel's answer to an IPv6 address where IPv6
+            // is disabled (disable_ipv6=1, as in docker run --net=none).
+            13 => Some(
+                "pipe needs CAP_NET_ADMIN and CAP_SYS_ADMIN (run it as root); for an IPv6 address, \
+                 IPv6 may be disabled there: start the container with --sysctl net.ipv6.conf.all.disable_ipv6=0"
+                    .into(),
+            ),
             _ => None,
         }
     }

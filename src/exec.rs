@@ -314,6 +314,7 @@ impl Exec<'_> {
                 bridge,
                 bridge_index,
                 mtu,
+                host_mtu,
                 mac,
             } => {
                 let master = match bridge_index {
@@ -324,7 +325,7 @@ impl Exec<'_> {
                 };
                 let h = NewLink {
                     name: host.as_str(),
-                    mtu: Some(*mtu),
+                    mtu: Some(*host_mtu),
                     up: true,
                     master: Some(master),
                     ..Default::default()

@@ -102,6 +102,11 @@ fn open(p: &std::path::Path, what: impl Fn() -> String) -> Result<Netns> {
             "cannot open {}: permission denied; pipe needs CAP_NET_ADMIN and CAP_SYS_ADMIN: run it as root",
             p.display()
         )),
+        io::ErrorKind::InvalidInput => Error::Usage(format!(
+            "{} is not a network namespace ({e}); give a PID, /proc/PID/ns/net, a name under {}, or a container",
+            p.display(),
+            netns::NETNS_RUN_DIR
+        )),
         _ => Error::Refused(format!("cannot open {} for {}: {e}", p.display(), what())),
     })
 }

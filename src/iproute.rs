@@ -98,14 +98,23 @@ pub const RT_TABLE_DEFAULT: u32 = 253;
 pub const RT_TABLE_MAIN: u32 = 254;
 pub const RT_TABLE_LOCAL: u32 = 255;
 
-/// A leading `-4` / `-6` (as `ip -6 route ...`) picks the family when no
-/// address says it; returns it and the rest.
-fn family_flag(args: &[String]) -> (Option<bool>, &[String]) {
-    match args.first().map(String::as_str) {
-        Some("-4") => (Some(false), &args[1..]),
-        Some("-6") => (Some(true), &args[1..]),
-        _ => (None, args),
+/// A `-4` / `-6` first (as `ip -6 route ...`) or right after the verb (as
+/// `pipe route GUEST replace -6 default ...`) picks the family when no
+/// address says it; returns it and the rest without it.
+fn family_flag(args: &[String]) -> (Option<bool>, Vec<String>) {
+    let fam = |a: &str| match a {
+        "-4" => Some(false),
+        "-6" => Some(true),
+        _ => None,
+    };
+    for i in 0..args.len().min(2) {
+        if let Some(f) = fam(&args[i]) {
+            let mut rest = args.to_vec();
+            rest.remove(i);
+            return (Some(f), rest);
+        }
     }
+    (None, args.to_vec())
 }
 
 struct Words<'a> {
@@ -543,7 +552,7 @@ pub fn ip_command(what: &str, args: &[String]) -> String {
         s.push_str(if v6 { "-6 " } else { "-4 " });
     }
     s.push_str(what);
-    for a in rest {
+    for a in &rest {
         s.push(' ');
         s.push_str(&shell_word(a));
     }

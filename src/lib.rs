@@ -14,6 +14,7 @@ pub mod docker;
 pub mod error;
 pub mod exec;
 pub mod facts;
+pub mod files;
 pub mod gc;
 pub mod generate;
 pub mod guest;
@@ -24,17 +25,18 @@ pub mod netns;
 pub mod ops;
 pub mod p2p;
 pub mod plan;
+pub mod plan_json;
+pub mod precheck;
 pub mod rate;
 pub mod report;
 pub mod rerun;
 pub mod route_cmd;
 pub mod spec;
 pub mod state;
+pub mod usage;
 pub mod vlan;
 pub mod wait;
 pub mod watch;
-
-use clap::Parser;
 
 use crate::cli::Cli;
 use crate::error::{Error, Result};
@@ -69,39 +71,17 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 /// Parse the command line, run, print; returns the process exit code.
 pub fn main_entry() -> i32 {
-    let cli = match Cli::try_parse() {
-        Ok(c) => c,
-        Err(e) => return clap_error(e),
-    };
-    init_logging(cli.verbose);
-    match run(cli) {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("pipe: {e}");
-            e.exit_code()
-        }
-    }
+    usage::main_entry()
 }
 
-/// clap's help and version go out as they are; its errors become one line.
-fn clap_error(e: clap::Error) -> i32 {
-    use clap::error::ErrorKind;
-    match e.kind() {
-        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
-            let _ = e.print();
-            0
-        }
-        _ => {
-            let text = e.render().to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
-            let first = first.strip_prefix("error: ").unwrap_or(first);
-            eprintln!("pipe: {first} (see pipe --help)");
-            2
-        }
-    }
+static JSON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// `--json` was given: results (and `--dry-run` plans) print as JSON.
+pub fn json_output() -> bool {
+    JSON.load(std::sync::atomic::Ordering::Relaxed)
 }
 
-fn init_logging(verbose: u8) {
+pub(crate) fn init_logging(verbose: u8) {
     let level = match verbose {
         0 => "warn",
         1 => "info",
@@ -122,14 +102,16 @@ pub fn run(cli: Cli) -> Result<()> {
             .map_err(|e| Error::Refused(format!("writing to stdout: {e}")))?;
         return Ok(());
     }
+    files::check_state_dir(&cli.state_dir).map_err(Error::Usage)?;
     set_state_dir(cli.state_dir.clone());
     let json = cli.json;
+    JSON.store(json, std::sync::atomic::Ordering::Relaxed);
     let dry_run = cli.dry_run;
     if let Some(cmd) = cli.command {
         return run_command(cmd, dry_run, json);
     }
     if cli.wait {
-        let timeout = cli.timeout.map(cli::secs).transpose()?;
+        let timeout = cli.timeout;
         let ifname = cli.ifname.to_string();
         let addr = runtime()?.block_on(wait::wait(&ifname, timeout))?;
         if json {
@@ -165,7 +147,7 @@ fn run_command(cmd: cli::Command, dry_run: bool, json: bool) -> Result<()> {
                 guest,
                 ifname,
                 force,
-                timeout: cli::secs(timeout)?,
+                timeout,
             };
             let out = rt.block_on(detach::detach(&d, dry_run))?;
             if dry_run {
@@ -187,9 +169,6 @@ fn run_command(cmd: cli::Command, dry_run: bool, json: bool) -> Result<()> {
         }
         Command::Apply { file, persist } => {
             let sum = rt.block_on(apply::apply(&file, dry_run, persist))?;
-            if dry_run {
-                return Ok(());
-            }
             if json {
                 println!("{}", serde_json::to_string(&sum).unwrap_or_default());
             } else {
@@ -200,6 +179,12 @@ fn run_command(cmd: cli::Command, dry_run: bool, json: bool) -> Result<()> {
                     eprintln!("pipe: {e}");
                 }
                 println!("{}", sum.line());
+            }
+            if sum.failed > 0 && dry_run {
+                return Err(Error::Refused(format!(
+                    "{} of {} attachments would fail (see above); nothing was changed",
+                    sum.failed, sum.entries
+                )));
             }
             if sum.failed > 0 {
                 return Err(Error::Refused(format!(
@@ -240,9 +225,11 @@ fn run_command(cmd: cli::Command, dry_run: bool, json: bool) -> Result<()> {
             mtu,
             timeout,
         } => {
+            for a in [&addr_a, &addr_b] {
+                spec::check_mtu_family(mtu, a).map_err(Error::Usage)?;
+            }
             let spec =
                 p2p::LinkSpec::new(guest_a, addr_a, guest_b, addr_b, ifname, peer_ifname, mtu)?;
-            let timeout = cli::secs(timeout)?;
             if let Some(r) = rt.block_on(p2p::link(&spec, timeout, dry_run))? {
                 if json {
                     println!("{}", serde_json::to_string(&r).unwrap_or_default());
@@ -346,7 +333,11 @@ pub async fn attach_resolved(
         old = None;
     }
 
+    precheck::ipv6_enabled(spec, &target)?;
     let facts = facts::observe(spec, &target, host, &guest).await?;
+    for n in precheck::notes(spec, &facts) {
+        eprintln!("pipe: note: {n}");
+    }
     let ns = match (&target.link_name, spec.netns_link) {
         (Some(n), true) => NsRef::Named(n.clone()),
         _ => match &spec.guest {
@@ -363,7 +354,11 @@ pub async fn attach_resolved(
         None => plan::plan(spec, &facts, ns)?,
     };
     if dry_run {
-        print!("{}", plan.render());
+        if json_output() {
+            println!("{}", plan_json::render(&plan, &target.label));
+        } else {
+            print!("{}", plan.render());
+        }
         return Ok(None);
     }
     let noop = rerun::is_noop(&plan);

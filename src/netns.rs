@@ -32,8 +32,16 @@ pub struct Netns {
 
 impl Netns {
     pub fn open(path: &Path) -> io::Result<Netns> {
-        let f = File::open(path)?;
+        // O_NONBLOCK: a FIFO given as a namespace must not hang the open; an
+        // nsfs file is a regular file, anything else is refused here.
+        let f: File = crate::files::open_nonblocking(path)?;
         let md = f.metadata()?;
+        if !md.file_type().is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("it is {}", crate::files::kind_of(md.file_type())),
+            ));
+        }
         Ok(Netns {
             fd: f.into(),
             id: NsId {

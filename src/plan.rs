@@ -95,7 +95,12 @@ pub enum Step {
         bridge: IfName,
         /// `None`: the bridge is created by an earlier step of this plan.
         bridge_index: Option<u32>,
+        /// The container end's MTU.
         mtu: u32,
+        /// The host end's: the bridge's own MTU when `--mtu` is lower, so one
+        /// port's smaller MTU does not lower the bridge (the kernel gives a
+        /// bridge the smallest MTU of its ports).
+        host_mtu: u32,
         mac: Option<Mac>,
     },
     CreateMacvlan {
@@ -326,6 +331,10 @@ pub fn plan(spec: &AttachSpec, facts: &Facts, ns: NsRef) -> Result<Plan> {
                 bridge: bridge.clone(),
                 bridge_index,
                 mtu: spec.mtu.unwrap_or(bridge_mtu),
+                host_mtu: match (&facts.host, spec.mtu) {
+                    (HostSide::Bridge(_), Some(m)) => m.max(bridge_mtu),
+                    (_, m) => m.unwrap_or(bridge_mtu),
+                },
                 mac: spec.mac,
             });
             if let Some(vid) = spec.vlan {
@@ -651,10 +660,11 @@ impl Step {
                 guest,
                 bridge,
                 mtu,
+                host_mtu,
                 mac,
                 ..
             } => format!(
-                "ip link add {host} mtu {mtu} master {bridge} up type veth peer name {guest} mtu {mtu}{} netns {} && {ip} link set {guest} up",
+                "ip link add {host} mtu {host_mtu} master {bridge} up type veth peer name {guest} mtu {mtu}{} netns {} && {ip} link set {guest} up",
                 mac.map(|m| format!(" address {m}")).unwrap_or_default(),
                 ns.netns_arg()
             ),

@@ -69,6 +69,11 @@ fn scaled(s: &str, units: &[(&str, f64)]) -> Option<f64> {
     (v.is_finite() && v > 0.0).then_some(v)
 }
 
+/// The largest rate, in bits per second: a 64-bit count of bits (the kernel's
+/// 64-bit rate is in bytes, tc's display in bits).
+/// 2^63 is exact as an f64, so the check below has no rounding edge.
+pub const MAX_RATE_BITS: u64 = 1 << 63;
+
 impl FromStr for Rate {
     type Err = String;
     fn from_str(s: &str) -> Result<Rate, String> {
@@ -79,10 +84,18 @@ impl FromStr for Rate {
         let bits = scaled(r, RATE_UNITS).ok_or_else(|| {
             format!("rate {r:?} is not a rate such as 10mbit, 512kbit or 1gbit (tc's units; bps is bytes/s)")
         })?;
+        // The kernel keeps a TBF rate as 64-bit bytes/s (TCA_TBF_RATE64) and
+        // tc shows it in bits/s: the rate in bits must fit in 64 bits too.
+        if bits > MAX_RATE_BITS as f64 {
+            return Err(format!(
+                "rate {r:?} is more than TBF can express; give at most {MAX_RATE_BITS}bit (about 9.2 Ebit/s)"
+            ));
+        }
         let bytes_per_sec = (bits / 8.0).round() as u64;
         if bytes_per_sec < 1 {
             return Err(format!("rate {r:?} is below one byte per second"));
         }
+        debug_assert!(bytes_per_sec.checked_mul(8).is_some());
         let burst = match b {
             None => None,
             Some(b) => {
@@ -105,7 +118,7 @@ impl FromStr for Rate {
 impl fmt::Display for Rate {
     /// As tc prints it: bits per second with the largest exact 1000-unit.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let bits = self.bytes_per_sec * 8;
+        let bits = self.bytes_per_sec.saturating_mul(8);
         let (v, u) = if bits.is_multiple_of(1_000_000_000) {
             (bits / 1_000_000_000, "gbit")
         } else if bits.is_multiple_of(1_000_000) {
@@ -192,6 +205,8 @@ mod tests {
             ("0mbit", "\"0mbit\""),
             ("10mbit/lots", "\"lots\""),
             ("", "\"\""),
+            ("99999999999999999999tbit", "more than TBF"),
+            ("18446744073709551616", "more than TBF"),
         ] {
             let e = s.parse::<Rate>().unwrap_err();
             assert!(e.contains(want), "{s}: {e}");

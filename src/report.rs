@@ -12,8 +12,13 @@ pub struct Report {
     pub container: String,
     pub ifname: String,
     pub mac: Option<String>,
+    /// The first address (see `addresses` for all of them).
     pub address: Option<String>,
+    /// Every address given (dual stack: both), or the leased one.
+    pub addresses: Vec<String>,
     pub gateway: Option<String>,
+    /// Every gateway (at most one per family).
+    pub gateways: Vec<String>,
     /// "veth", "macvlan", "ipvlan", "vlan" (an 802.1Q device made in the
     /// container by --direct-phys) or "phys" (a host interface moved in).
     pub kind: &'static str,
@@ -41,6 +46,27 @@ impl Report {
                 .addr
                 .map(|a| a.to_string())
                 .or(applied.leased.as_ref().map(|l| l.net().to_string())),
+            addresses: {
+                let a: Vec<String> = spec.addr.all().iter().map(|a| a.to_string()).collect();
+                if a.is_empty() {
+                    applied.leased.iter().map(|l| l.net().to_string()).collect()
+                } else {
+                    a
+                }
+            },
+            gateways: {
+                let g: Vec<String> = spec.addr.gateways().iter().map(|g| g.to_string()).collect();
+                if g.is_empty() {
+                    applied
+                        .leased
+                        .iter()
+                        .filter_map(|l| l.router)
+                        .map(|g| g.to_string())
+                        .collect()
+                } else {
+                    g
+                }
+            },
             gateway: spec.addr.gateway.map(|g| g.to_string()).or(applied
                 .leased
                 .as_ref()
@@ -61,10 +87,14 @@ impl Report {
             self.container,
             self.ifname,
             self.mac.as_deref().unwrap_or("-"),
-            self.address.as_deref().unwrap_or("none"),
+            if self.addresses.is_empty() {
+                "none".to_string()
+            } else {
+                self.addresses.join(",")
+            },
         );
-        if let Some(g) = &self.gateway {
-            s.push_str(&format!(" via {g}"));
+        if !self.gateways.is_empty() {
+            s.push_str(&format!(" via {}", self.gateways.join(",")));
         }
         match &self.host_ifname {
             Some(h) => s.push_str(&format!(" host {h} on bridge {}", self.host_if)),

@@ -520,6 +520,45 @@ pub fn vlan_subif_name(parent: &IfName, vid: VlanId) -> Result<IfName, String> {
     Ok(IfName(n))
 }
 
+/// The MTUs Linux accepts on an Ethernet-like link.
+pub const MTU_RANGE: std::ops::RangeInclusive<u32> = 68..=65535;
+/// IPv6 needs links of at least this MTU (RFC 8200); the kernel refuses IPv6
+/// addresses below it.
+pub const MTU_MIN_IPV6: u32 = 1280;
+
+/// `--mtu N`: 68..=65535.
+pub fn parse_mtu(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(m) if MTU_RANGE.contains(&m) => Ok(m),
+        _ => Err(format!(
+            "MTU {s:?} is not a number from {} to {}",
+            MTU_RANGE.start(),
+            MTU_RANGE.end()
+        )),
+    }
+}
+
+/// An MTU in range, and at least 1280 when any address is IPv6.
+pub fn check_mtu_family(mtu: Option<u32>, addr: &AddrSpec) -> Result<(), String> {
+    let Some(m) = mtu else { return Ok(()) };
+    if !MTU_RANGE.contains(&m) {
+        return Err(format!(
+            "MTU {m} is out of range; give a value from {} to {}",
+            MTU_RANGE.start(),
+            MTU_RANGE.end()
+        ));
+    }
+    if m < MTU_MIN_IPV6
+        && let Some(a) = addr.all().into_iter().find(|a| a.is_ipv6())
+    {
+        return Err(format!(
+            "MTU {m} is below {MTU_MIN_IPV6}, the least IPv6 works with, and {a} is IPv6; \
+             give --mtu {MTU_MIN_IPV6} or more"
+        ));
+    }
+    Ok(())
+}
+
 /// One attachment, fully parsed.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AttachSpec {

@@ -68,7 +68,7 @@ pub fn matches(container: &str, id: &str, name: &str) -> bool {
 /// a record for the same container and interface.
 pub fn load_wanted(file: &Path) -> Result<Vec<Wanted>> {
     let mut out: Vec<Wanted> = Vec::new();
-    match std::fs::read_to_string(file) {
+    match crate::files::read_text(file) {
         Ok(text) => {
             let entries =
                 attachments::parse(&text, &file.display().to_string()).map_err(Error::Usage)?;
@@ -80,7 +80,8 @@ pub fn load_wanted(file: &Path) -> Result<Vec<Wanted>> {
                 });
             }
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && file == Path::new(DEFAULT_FILE) => {}
+        Err(crate::files::ReadError::Io(e))
+            if e.kind() == std::io::ErrorKind::NotFound && file == Path::new(DEFAULT_FILE) => {}
         Err(e) => {
             return Err(Error::Refused(format!(
                 "cannot read attachments file {}: {e}",

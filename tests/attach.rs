@@ -424,7 +424,7 @@ fn usage_errors_are_one_line_and_exit_2() {
             "multicast",
         ),
         (vec!["br1", "1", "10.0.0.1/24", "@5000"], "1 to 4094"),
-        (vec!["br1"], "required"),
+        (vec!["br1"], "missing GUEST, ADDR"),
         (vec!["--macvlan-mode", "nope", "eth0", "1", "0/0"], "nope"),
     ] {
         let o = run(std::process::Command::new(BIN).args(&args));
