@@ -353,6 +353,19 @@ pub async fn attach_resolved(
         }
         None => plan::plan(spec, &facts, ns)?,
     };
+    // One namespace, one name under /var/run/netns: given again by another
+    // form (a PID after its netns name or container name), it gets no second link.
+    let mut plan = plan;
+    if let Some(o) = &old
+        && (o.anchor.is_some() || o.netns_link().is_some())
+    {
+        plan.steps.retain(|s| match s {
+            plan::Step::LinkNetns { name, .. } => {
+                o.netns_link().map(|n| n.as_str()) == Some(name.as_str())
+            }
+            _ => true,
+        });
+    }
     if dry_run {
         if json_output() {
             println!("{}", plan_json::render(&plan, &target.label));
