@@ -95,6 +95,8 @@ struct World {
     id: String,
     state: PathBuf,
     ns: Vec<Netns>,
+    /// The namespaces this run created (only these are ever removed).
+    created: Vec<String>,
     /// (role, container ifname) of every attachment made, for the detach step.
     attached: Vec<(usize, &'static str)>,
     /// Links the LAN namespace should hold at the end (lan0.100 when 802.1Q ran).
@@ -163,11 +165,10 @@ pub fn run(rt: &Runtime, o: Options) -> Result<()> {
     if o.clean {
         return clean(o.json);
     }
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let id = format!("{}-{:x}", std::process::id(), nanos & 0xfffff);
+    // PID and start time: unique to this process, and --clean can tell whether
+    // the process that made a leftover still runs (a reused PID has another start time).
+    let pid = std::process::id();
+    let id = format!("{pid}-{:x}", start_time(pid).unwrap_or(0));
     let state = Path::new(STATE_PARENT).join(format!("{PREFIX}{id}"));
     // Before anything reads it: attach and detach keep their records here.
     crate::set_state_dir(state.clone());
@@ -175,6 +176,7 @@ pub fn run(rt: &Runtime, o: Options) -> Result<()> {
         id,
         state,
         ns: Vec::new(),
+        created: Vec::new(),
         attached: Vec::new(),
         lan_links: vec!["lo".into(), LAN_END.into(), LAN_END2.into()],
     };
@@ -195,8 +197,8 @@ pub fn run(rt: &Runtime, o: Options) -> Result<()> {
     if res.is_err() && !o.keep {
         // Best effort: the namespaces take everything in them along.
         w.ns.clear();
-        for role in ROLES {
-            let _ = remove_ns(&ns_name(&w.id, role));
+        for n in &w.created {
+            let _ = remove_ns(n);
         }
         let _ = fs::remove_dir_all(&w.state);
     }
@@ -356,6 +358,7 @@ fn setup(rt: &Runtime, w: &mut World) -> Result<String> {
                 "cannot create the throwaway namespace {NETNS_RUN_DIR}/{name}: {e}"
             ))
         })?;
+        w.created.push(name);
         w.ns.push(ns);
     }
     rt.block_on(async {
@@ -564,8 +567,7 @@ fn check_empty(rt: &Runtime, w: &World) -> Result<String> {
 fn teardown(w: &mut World) -> Result<String> {
     w.ns.clear();
     let mut errs = Vec::new();
-    for role in ROLES {
-        let n = ns_name(&w.id, role);
+    for n in std::mem::take(&mut w.created) {
         if let Err(e) = remove_ns(&n) {
             errs.push(format!("{NETNS_RUN_DIR}/{n}: {e}"));
         }
@@ -598,7 +600,8 @@ fn teardown(w: &mut World) -> Result<String> {
 }
 
 /// `pipe selftest --clean`: remove the namespaces and state directories of
-/// selftest runs whose process is gone (a running selftest's are left alone).
+/// selftest runs whose process is gone (a running selftest's are left alone:
+/// same PID and same start time).
 fn clean(json: bool) -> Result<()> {
     let mut removed = Vec::new();
     let mut skipped = Vec::new();
@@ -608,9 +611,8 @@ fn clean(json: bool) -> Result<()> {
         names.sort();
         for n in names.into_iter().filter(|n| n.starts_with(PREFIX)) {
             let path = dir.join(&n);
-            if let Some(pid) = owner(&n)
-                && pid != std::process::id()
-                && Path::new(&format!("/proc/{pid}")).exists()
+            if let Some((pid, started)) = owner(&n)
+                && start_time(pid) == Some(started)
             {
                 skipped.push(format!(
                     "{} (its selftest, PID {pid}, is still running)",
@@ -659,9 +661,21 @@ fn clean(json: bool) -> Result<()> {
     }
 }
 
-/// The PID in `pipe-selftest-PID-HEX[-ROLE]`.
-fn owner(name: &str) -> Option<u32> {
-    name.strip_prefix(PREFIX)?.split('-').next()?.parse().ok()
+/// The PID and start time in `pipe-selftest-PID-STARTHEX[-ROLE]`.
+fn owner(name: &str) -> Option<(u32, u64)> {
+    let mut it = name.strip_prefix(PREFIX)?.split('-');
+    let pid = it.next()?.parse().ok()?;
+    let started = u64::from_str_radix(it.next()?, 16).ok()?;
+    Some((pid, started))
+}
+
+/// When process `pid` started (clock ticks after boot, /proc/PID/stat field 22);
+/// `None` when there is no such process.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count from its end.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
 }
 
 /// Entry names of a directory (empty when it does not exist).
@@ -991,9 +1005,18 @@ mod tests {
 
     #[test]
     fn owner_pid_from_names() {
-        assert_eq!(owner("pipe-selftest-4711-1f2e3-c1"), Some(4711));
-        assert_eq!(owner("pipe-selftest-4711-1f2e3"), Some(4711));
-        assert_eq!(owner("pipe-selftest-x"), None);
-        assert_eq!(owner("other-4711"), None);
+        assert_eq!(owner("pipe-selftest-4711-1f2e3-c1"), Some((4711, 0x1f2e3)));
+        assert_eq!(owner("pipe-selftest-4711-1f2e3"), Some((4711, 0x1f2e3)));
+        assert_eq!(owner("pipe-selftest-4711"), None);
+        assert_eq!(owner("pipe-selftest-x-1"), None);
+        assert_eq!(owner("other-4711-1"), None);
+    }
+
+    #[test]
+    fn own_start_time_is_read() {
+        let me = std::process::id();
+        let t = start_time(me).expect("our own /proc/PID/stat");
+        assert_eq!(start_time(me), Some(t), "stable");
+        assert_eq!(start_time(u32::MAX), None);
     }
 }

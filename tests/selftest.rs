@@ -180,15 +180,28 @@ fn keep_leaves_the_attachments_and_clean_removes_only_leftovers() {
     require_root();
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let pid = std::process::id();
-    // A selftest namespace of a process that is still running (this one):
-    // --clean must leave it alone.
-    let decoy = format!("{PREFIX}{pid}-0-decoy");
+    // A selftest namespace named for a process that is still running (this
+    // one, with its start time): --clean must leave it alone. One named for
+    // this PID with another start time (the PID was reused): a leftover.
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let started: u64 = stat[stat.rfind(')').unwrap() + 1..]
+        .split_whitespace()
+        .nth(19)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let decoy = format!("{PREFIX}{pid}-{started:x}-decoy");
+    let stale = format!("{PREFIX}{pid}-{:x}-stale", started + 1);
     must(Command::new("ip").args(["netns", "add", &decoy]));
     let decoy_guard = Ns {
         name: decoy.clone(),
     };
+    must(Command::new("ip").args(["netns", "add", &stale]));
+    let stale_guard = Ns {
+        name: stale.clone(),
+    };
 
-    let before = host();
+    let mut before = host();
     let (ok, out, err) = selftest(&["--keep"]);
     assert!(ok, "pipe selftest --keep failed:\n{out}{err}");
     check_lines(&out);
@@ -237,8 +250,14 @@ fn keep_leaves_the_attachments_and_clean_removes_only_leftovers() {
         )),
         "{out}"
     );
+    assert!(
+        out.contains(&format!("removed /var/run/netns/{stale}\n")),
+        "{out}"
+    );
     let after = host();
     assert!(after.netns_list.contains(&decoy), "--clean removed {decoy}");
+    before.netns_list.remove(&stale);
+    before.run_netns.remove(&stale);
     assert_same(&before, &after, "pipe selftest --keep, then --clean");
 
     let (ok, out, _) = selftest(&["--clean"]);
@@ -248,6 +267,8 @@ fn keep_leaves_the_attachments_and_clean_removes_only_leftovers() {
         "a second --clean found more: {out}"
     );
     drop(decoy_guard);
+    // Removed by --clean already: nothing for its guard to do.
+    std::mem::forget(stale_guard);
 }
 
 #[test]
