@@ -37,6 +37,9 @@ _pipe() {
             pipe,rule)
                 cmd="pipe__subcmd__rule"
                 ;;
+            pipe,selftest)
+                cmd="pipe__subcmd__selftest"
+                ;;
             pipe,tc)
                 cmd="pipe__subcmd__tc"
                 ;;
@@ -50,7 +53,7 @@ _pipe() {
 
     case "${cmd}" in
         pipe)
-            opts="-i -l -a -n -v -h -V --container-ifname --host-ifname --family --mtu --rate --macvlan-mode --ipvlan --direct-phys --dry-run --verbose --json --no-netns-link --timeout --wait --persist --state-dir --generate --help --version detach apply gc watch route rule link __dhcp-keeper tc"
+            opts="-i -l -a -n -v -h -V --container-ifname --host-ifname --family --mtu --rate --macvlan-mode --ipvlan --direct-phys --dry-run --verbose --json --no-netns-link --timeout --wait --persist --state-dir --generate --help --version detach apply gc watch route rule link selftest __dhcp-keeper tc"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -257,6 +260,24 @@ _pipe() {
             ;;
         pipe__subcmd__rule)
             opts="-n -v -h --dry-run --verbose --json --state-dir --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        pipe__subcmd__selftest)
+            opts="-n -v -h --keep --clean --dry-run --verbose --json --state-dir --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -287,6 +287,23 @@ pub enum Command {
         #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs)]
         timeout: Duration,
     },
+    /// Run the main job on throwaway namespaces: real attaches, pings, a re-run, detach
+    ///
+    /// Creates uniquely named namespaces (a host, two containers, a LAN behind a
+    /// "physical" veth), attaches both containers to a new bridge and one by macvlan to the
+    /// LAN, pings across each, re-runs an attach (a no-op), tries 802.1Q and ipvlan where the
+    /// kernel has them, detaches everything and checks that nothing is left. Touches nothing
+    /// it did not create; its records go to a throwaway state directory. Exit 0 when every
+    /// supported step passed.
+    #[command(after_help = SELFTEST_HELP)]
+    Selftest {
+        /// Stop before the detach and leave the namespaces and attachments for inspection.
+        #[arg(long, conflicts_with = "clean")]
+        keep: bool,
+        /// Remove what earlier `pipe selftest --keep` (or interrupted) runs left.
+        #[arg(long)]
+        clean: bool,
+    },
     /// The DHCP lease keeper (started by an attach with `dhcp`; not for direct use).
     #[command(name = "__dhcp-keeper", hide = true)]
     DhcpKeeper {
@@ -304,6 +321,13 @@ pub enum Command {
         args: Vec<String>,
     },
 }
+
+const SELFTEST_HELP: &str = "\
+Examples:
+  pipe selftest                 the whole run; one line per step, then a summary
+  pipe selftest --json          the same as one JSON object
+  pipe selftest --keep          leave the namespaces (pipe-selftest-*) to look at with ip netns exec
+  pipe selftest --clean         remove what --keep left";
 
 const ROUTE_HELP: &str = "\
 Examples:

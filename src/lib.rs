@@ -31,6 +31,7 @@ pub mod rate;
 pub mod report;
 pub mod rerun;
 pub mod route_cmd;
+pub mod selftest;
 pub mod spec;
 pub mod state;
 pub mod usage;
@@ -102,8 +103,11 @@ pub fn run(cli: Cli) -> Result<()> {
             .map_err(|e| Error::Refused(format!("writing to stdout: {e}")))?;
         return Ok(());
     }
-    files::check_state_dir(&cli.state_dir).map_err(Error::Usage)?;
-    set_state_dir(cli.state_dir.clone());
+    // selftest keeps its records in a throwaway directory of its own.
+    if !matches!(cli.command, Some(cli::Command::Selftest { .. })) {
+        files::check_state_dir(&cli.state_dir).map_err(Error::Usage)?;
+        set_state_dir(cli.state_dir.clone());
+    }
     let json = cli.json;
     JSON.store(json, std::sync::atomic::Ordering::Relaxed);
     let dry_run = cli.dry_run;
@@ -242,6 +246,9 @@ fn run_command(cmd: cli::Command, dry_run: bool, json: bool) -> Result<()> {
         Command::DhcpKeeper { state } => dhcp::keep(&state),
         Command::Tc { guest, args } => {
             route_cmd::run(&rt, route_cmd::Verb3::Tc, guest, args, dry_run)
+        }
+        Command::Selftest { keep, clean } => {
+            selftest::run(&rt, selftest::Options { keep, clean, json })
         }
     }
 }
