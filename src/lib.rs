@@ -20,6 +20,7 @@ pub mod guest;
 pub mod iproute;
 pub mod netlink;
 pub mod netns;
+pub mod notify;
 pub mod p2p;
 pub mod plan;
 pub mod rate;
