@@ -39,10 +39,11 @@ pub fn render(what: Generate) -> Vec<u8> {
 
 /// Every generated file: its path in the repository and its contents.
 pub fn files() -> Vec<(String, Vec<u8>)> {
-    let mut out: Vec<(String, Vec<u8>)> = [Generate::Man, Generate::Bash, Generate::Zsh, Generate::Fish]
-        .into_iter()
-        .map(|g| (path(g).to_string(), render(g)))
-        .collect();
+    let mut out: Vec<(String, Vec<u8>)> =
+        [Generate::Man, Generate::Bash, Generate::Zsh, Generate::Fish]
+            .into_iter()
+            .map(|g| (path(g).to_string(), render(g)))
+            .collect();
     out.extend(
         verb_pages()
             .into_iter()
@@ -98,10 +99,10 @@ fn verb_pages() -> Vec<(String, Vec<u8>)> {
     let cmd = built();
     visible_verbs(&cmd)
         .map(|sub| {
-            let man = clap_mangen::Man::new(sub.clone());
+            let man = clap_mangen::Man::new(sub.clone())
+                .source(concat!("pipe ", env!("CARGO_PKG_VERSION")));
             let mut page = Vec::new();
-            man.render(&mut page)
-                .expect("writing to a Vec cannot fail");
+            man.render(&mut page).expect("writing to a Vec cannot fail");
             page.extend_from_slice(b".SH \"SEE ALSO\"\n\\fBpipe\\fR(1)\n");
             (format!("pipe-{}", sub.get_name()), page)
         })
@@ -116,8 +117,8 @@ fn visible_verbs(cmd: &clap::Command) -> impl Iterator<Item = &clap::Command> {
 /// (clap_complete lists hidden subcommands; hidden options it leaves out).
 fn completion(shell: Shell) -> Vec<u8> {
     let full = Cli::command();
-    let mut cmd = clap::Command::new(full.get_name().to_string())
-        .version(full.get_version().map(str::to_string))
+    let mut cmd = clap::Command::new("pipe")
+        .version(env!("CARGO_PKG_VERSION"))
         .disable_help_subcommand(true)
         .args_conflicts_with_subcommands(true)
         .subcommand_negates_reqs(true);

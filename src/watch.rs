@@ -162,7 +162,9 @@ async fn session(
         apply(file, &id, &name, None).await;
     }
     // Caught up: under systemd (Type=notify) the service is now started.
-    crate::notify::ready(&format!("caught up with {n} running container(s); following events"));
+    crate::notify::ready(&format!(
+        "caught up with {n} running container(s); following events"
+    ));
     if once {
         return Ok(());
     }

@@ -63,7 +63,10 @@ fn tree(root: &Path) -> BTreeMap<String, String> {
             let rel = p.strip_prefix(root).unwrap().display().to_string();
             let m = std::fs::symlink_metadata(&p).unwrap();
             if m.file_type().is_symlink() {
-                out.insert(rel, format!("-> {}", std::fs::read_link(&p).unwrap().display()));
+                out.insert(
+                    rel,
+                    format!("-> {}", std::fs::read_link(&p).unwrap().display()),
+                );
             } else if m.is_dir() {
                 out.insert(format!("{rel}/"), String::new());
                 walk(root, &p, out);
@@ -85,7 +88,10 @@ fn gunzip(p: &Path) -> Vec<u8> {
 
 fn require_root() {
     let uid = std::fs::metadata("/proc/self").unwrap().uid();
-    assert_eq!(uid, 0, "this test installs a package with dpkg: run it as root");
+    assert_eq!(
+        uid, 0,
+        "this test installs a package with dpkg: run it as root"
+    );
 }
 
 #[test]
@@ -95,7 +101,7 @@ fn deb_installs_every_file_into_a_throwaway_root_and_purges_clean() {
     let out = tmp.0.join("out");
     let deb = must(
         Command::new(format!("{ROOT}/contrib/deb/build.sh"))
-            .args(["--binary", BIN, "--out"])
+            .args(["--fast", "--binary", BIN, "--out"])
             .arg(&out),
     );
     let deb = PathBuf::from(deb.trim());
@@ -128,7 +134,11 @@ fn deb_installs_every_file_into_a_throwaway_root_and_purges_clean() {
             .arg("--log=/dev/null")
             // Maintainer scripts run on this machine with DPKG_ROOT set (they then do nothing)
             // instead of in a chroot without a shell; libc6 is not in the empty database.
-            .args(["--force-script-chrootless", "--force-depends", "--force-not-root"])
+            .args([
+                "--force-script-chrootless",
+                "--force-depends",
+                "--force-not-root",
+            ])
             .args(args);
         c
     };
@@ -183,14 +193,30 @@ fn deb_installs_every_file_into_a_throwaway_root_and_purges_clean() {
             "{installed} differs from {repo}"
         );
     };
+    // The binary, stripped of debug information.
+    let stripped = tmp.0.join("pipe.stripped");
+    must(Command::new("strip").args(["--strip-debug", "-o"]).arg(&stripped).arg(BIN));
     assert_eq!(
         std::fs::read(root.join("usr/bin/pipe")).unwrap(),
-        std::fs::read(BIN).unwrap()
+        std::fs::read(&stripped).unwrap(),
+        "usr/bin/pipe is not the built binary"
     );
-    same("usr/share/bash-completion/completions/pipe", "completions/pipe.bash");
-    same("usr/share/zsh/vendor-completions/_pipe", "completions/_pipe");
-    same("usr/share/fish/vendor_completions.d/pipe.fish", "completions/pipe.fish");
-    same("lib/systemd/system/pipe-watch.service", "contrib/pipe-watch.service");
+    same(
+        "usr/share/bash-completion/completions/pipe",
+        "completions/pipe.bash",
+    );
+    same(
+        "usr/share/zsh/vendor-completions/_pipe",
+        "completions/_pipe",
+    );
+    same(
+        "usr/share/fish/vendor_completions.d/pipe.fish",
+        "completions/pipe.fish",
+    );
+    same(
+        "lib/systemd/system/pipe-watch.service",
+        "contrib/pipe-watch.service",
+    );
     same("etc/pipe/attachments.toml", "contrib/attachments.toml");
     for m in &man {
         assert_eq!(
@@ -203,7 +229,10 @@ fn deb_installs_every_file_into_a_throwaway_root_and_purges_clean() {
         assert!(man.contains(&format!("pipe-{verb}.1")), "no pipe-{verb}(1)");
     }
     let cni = std::fs::canonicalize(root.join("usr/lib/cni/pipe")).unwrap();
-    assert_eq!(cni, std::fs::canonicalize(root.join("usr/bin/pipe")).unwrap());
+    assert_eq!(
+        cni,
+        std::fs::canonicalize(root.join("usr/bin/pipe")).unwrap()
+    );
     // The installed binary runs, and the unit starts it from where the package put it.
     let v = must(Command::new(root.join("usr/bin/pipe")).arg("--version"));
     assert!(v.starts_with("pipe "), "{v}");
@@ -220,9 +249,12 @@ fn deb_installs_every_file_into_a_throwaway_root_and_purges_clean() {
     );
 
     // dpkg knows it all: the file list and the conffile.
-    let listed = must(dpkg(&["-L", "pipe"]));
+    let listed = must(&mut dpkg(&["-L", "pipe"]));
     for p in want.keys() {
-        assert!(listed.lines().any(|l| l == format!("/{p}")), "dpkg -L lacks /{p}: {listed}");
+        assert!(
+            listed.lines().any(|l| l == format!("/{p}")),
+            "dpkg -L lacks /{p}: {listed}"
+        );
     }
     let conf = must(
         Command::new("dpkg-query")
@@ -232,7 +264,7 @@ fn deb_installs_every_file_into_a_throwaway_root_and_purges_clean() {
     assert!(conf.contains("/etc/pipe/attachments.toml "), "{conf}");
 
     // Purge: nothing of the package is left, not even its directories.
-    must(dpkg(&["--purge", "pipe"]));
+    must(&mut dpkg(&["--purge", "pipe"]));
     let after: BTreeMap<String, String> = tree(&root)
         .into_iter()
         .filter(|(p, _)| !p.starts_with("var/lib/dpkg/"))

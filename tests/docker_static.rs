@@ -49,16 +49,25 @@ fn require_docker() {
     let uid = std::fs::read_to_string("/proc/self/status")
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("Uid:").map(|v| v.split_whitespace().next() == Some("0")))
+        .find_map(|l| {
+            l.strip_prefix("Uid:")
+                .map(|v| v.split_whitespace().next() == Some("0"))
+        })
         .unwrap_or(false);
-    assert!(uid, "this test starts containers and creates links: run it as root");
+    assert!(
+        uid,
+        "this test starts containers and creates links: run it as root"
+    );
     if let Ok(r) = std::env::var("PIPE_DOCKER_UNAVAILABLE")
         && !r.trim().is_empty()
     {
         panic!("Docker test Engine unavailable: {}", r.trim());
     }
     if let Ok(r) = std::fs::read_to_string(format!("{ROOT}/target/docker-unavailable")) {
-        panic!("Docker test Engine unavailable: {} (recorded by tests/docker/up.sh)", r.trim());
+        panic!(
+            "Docker test Engine unavailable: {} (recorded by tests/docker/up.sh)",
+            r.trim()
+        );
     }
     let start = "start it with tests/docker/up.sh (./tests/run.sh does)";
     assert!(Path::new(SOCKET).exists(), "{SOCKET} is missing; {start}");
@@ -67,7 +76,11 @@ fn require_docker() {
         "netns {NETNS} is missing; {start}"
     );
     let o = docker(&["image", "inspect", "--format", "{{.Id}}", IMAGE]);
-    assert!(o.status.success(), "image {IMAGE} is missing; {start}: {}", text(&o.stderr));
+    assert!(
+        o.status.success(),
+        "image {IMAGE} is missing; {start}: {}",
+        text(&o.stderr)
+    );
 }
 
 /// The static pipe: PIPE_STATIC_BIN, or built as the README says (debug profile).
@@ -86,7 +99,11 @@ fn static_pipe() -> PathBuf {
         .env("CARGO_TARGET_DIR", &dir)
         .env("CARGO_PROFILE_DEV_DEBUG", "line-tables-only")
         .env("CARGO_TERM_COLOR", "never"));
-    assert!(o.status.success(), "static build failed: {}", text(&o.stderr));
+    assert!(
+        o.status.success(),
+        "static build failed: {}",
+        text(&o.stderr)
+    );
     eprintln!("static build: {:.1} s", t.elapsed().as_secs_f64());
     PathBuf::from(format!("{dir}/{TRIPLE}/debug/pipe"))
 }
@@ -94,9 +111,18 @@ fn static_pipe() -> PathBuf {
 /// An ELF without an interpreter or NEEDED libraries.
 fn assert_static(p: &Path) {
     let o = run(Command::new("readelf").args(["-l", "-d"]).arg(p));
-    assert!(o.status.success(), "readelf {}: {}", p.display(), text(&o.stderr));
+    assert!(
+        o.status.success(),
+        "readelf {}: {}",
+        p.display(),
+        text(&o.stderr)
+    );
     let out = text(&o.stdout);
-    assert!(!out.contains("INTERP") && !out.contains("(NEEDED)"), "{} is not static:\n{out}", p.display());
+    assert!(
+        !out.contains("INTERP") && !out.contains("(NEEDED)"),
+        "{} is not static:\n{out}",
+        p.display()
+    );
 }
 
 fn unique(prefix: &str) -> String {
@@ -146,19 +172,54 @@ fn static_pipe_wait_runs_in_a_busybox_only_container() {
     let mount = |p: &Path| format!("{}:/pipe:ro", p.display());
 
     // Control: the image has no C library, so the dynamic build cannot even start there.
-    let o = docker(&["run", "--name", &control, "--net=none", "-v", &mount(Path::new(BIN)), IMAGE, "/pipe", "--version"]);
-    assert!(!o.status.success(), "the dynamic pipe ran in the busybox image: the image is not busybox-only");
+    let o = docker(&[
+        "run",
+        "--name",
+        &control,
+        "--net=none",
+        "-v",
+        &mount(Path::new(BIN)),
+        IMAGE,
+        "/pipe",
+        "--version",
+    ]);
+    assert!(
+        !o.status.success(),
+        "the dynamic pipe ran in the busybox image: the image is not busybox-only"
+    );
     g.containers.retain(|c| c != &control);
     let _ = docker(&["rm", "-f", &control]);
 
     // The static one waits inside the container for eth1...
     docker_ok(&[
-        "run", "-d", "--net=none", "--name", &name, "-v", &mount(&pipe), IMAGE,
-        "/pipe", "--wait", "-i", "eth1", "--timeout", "60",
+        "run",
+        "-d",
+        "--net=none",
+        "--name",
+        &name,
+        "-v",
+        &mount(&pipe),
+        IMAGE,
+        "/pipe",
+        "--wait",
+        "-i",
+        "eth1",
+        "--timeout",
+        "60",
     ]);
     std::thread::sleep(Duration::from_millis(500));
-    let state = docker_ok(&["inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}", &name]);
-    assert_eq!(state, "running 0", "pipe --wait did not wait: {}", text(&docker(&["logs", &name]).stderr));
+    let state = docker_ok(&[
+        "inspect",
+        "-f",
+        "{{.State.Status}} {{.State.ExitCode}}",
+        &name,
+    ]);
+    assert_eq!(
+        state,
+        "running 0",
+        "pipe --wait did not wait: {}",
+        text(&docker(&["logs", &name]).stderr)
+    );
 
     // ...until the host attaches it.
     let t = Instant::now();
@@ -167,11 +228,22 @@ fn static_pipe_wait_runs_in_a_busybox_only_container() {
         .args([BIN, &g.bridge, &name, "10.77.0.2/24"])
         .env("PIPE_STATE_DIR", &g.state)
         .env_remove("DOCKER_HOST"));
-    assert!(o.status.success(), "attach failed: {}{}", text(&o.stdout), text(&o.stderr));
+    assert!(
+        o.status.success(),
+        "attach failed: {}{}",
+        text(&o.stdout),
+        text(&o.stderr)
+    );
     let code = docker_ok(&["wait", &name]);
     let logs = docker(&["logs", &name]);
     let out = format!("{}{}", text(&logs.stdout), text(&logs.stderr));
-    assert_eq!(code, "0", "pipe --wait in the container exited {code}: {out}");
+    assert_eq!(
+        code, "0",
+        "pipe --wait in the container exited {code}: {out}"
+    );
     assert!(out.contains("eth1 ready with 10.77.0.2"), "{out}");
-    eprintln!("attach to --wait exit: {:.0} ms", t.elapsed().as_secs_f64() * 1000.0);
+    eprintln!(
+        "attach to --wait exit: {:.0} ms",
+        t.elapsed().as_secs_f64() * 1000.0
+    );
 }

@@ -47,14 +47,24 @@ fn man_pages_and_completions_are_fresh() {
 fn every_verb_has_a_page_and_hidden_verbs_appear_nowhere() {
     let all = files();
     let names: BTreeSet<&str> = all.iter().map(|(r, _)| r.as_str()).collect();
-    for verb in ["detach", "gc", "watch", "apply", "link", "route", "rule", "tc"] {
+    for verb in [
+        "detach", "gc", "watch", "apply", "link", "route", "rule", "tc",
+    ] {
         let page = format!("man/pipe-{verb}.1");
         assert!(names.contains(page.as_str()), "no {page} in {names:?}");
-        let text = String::from_utf8_lossy(&all.iter().find(|(r, _)| *r == page).unwrap().1).into_owned();
-        assert!(text.starts_with(&format!(".TH pipe-{verb} 1")), "{page}: {}", &text[..80]);
+        let text =
+            String::from_utf8_lossy(&all.iter().find(|(r, _)| *r == page).unwrap().1).into_owned();
+        assert!(
+            text.contains(&format!("\n.TH pipe-{verb} 1 ")),
+            "{page}: {}",
+            &text[..80]
+        );
         // pipe(1) points to it.
         let main = String::from_utf8_lossy(&render(Generate::Man)).into_owned();
-        assert!(main.contains(&format!("pipe\\-{verb}(1)")), "pipe.1 does not cite pipe-{verb}(1)");
+        assert!(
+            main.contains(&format!("pipe\\-{verb}(1)")),
+            "pipe.1 does not cite pipe-{verb}(1)"
+        );
     }
     let hidden = hidden_verbs();
     assert!(hidden.contains(&"__dhcp-keeper".to_string()), "{hidden:?}");

@@ -5,6 +5,7 @@
 #   contrib/deb/build.sh --static             the same with a static binary (+crt-static): no Depends
 #   contrib/deb/build.sh --binary PATH        pack this binary instead of building one
 #   contrib/deb/build.sh --out DIR            where the .deb goes (default target/deb)
+#   contrib/deb/build.sh --fast               gzip -1 instead of xz (the tests: a debug binary)
 #
 # Prints the path of the .deb. What it contains:
 #   /usr/bin/pipe
@@ -22,13 +23,14 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-BIN="" OUT=$ROOT/target/deb STATIC=0
+BIN="" OUT=$ROOT/target/deb STATIC=0 COMPRESS=(-Zxz)
 while [ $# -gt 0 ]; do
     case $1 in
         --binary) BIN=$2; shift 2 ;;
         --out) OUT=$2; shift 2 ;;
         --static) STATIC=1; shift ;;
-        -h | --help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --fast) COMPRESS=(-Zgzip -z1); shift ;;
+        -h | --help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "build.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -83,7 +85,9 @@ install -d "$P/DEBIAN" "$P/usr/bin" "$P/usr/lib/cni" "$P/usr/share/man/man1" \
     "$P/usr/share/bash-completion/completions" "$P/usr/share/zsh/vendor-completions" \
     "$P/usr/share/fish/vendor_completions.d" "$P/lib/systemd/system" "$P/etc/pipe" \
     "$P/usr/share/doc/pipe"
-install -m755 "$BIN" "$P/usr/bin/pipe"
+# Stripped of debug information, as Debian's binaries are (debug builds shrink ~20x).
+strip --strip-debug -o "$P/usr/bin/pipe" "$BIN"
+chmod 755 "$P/usr/bin/pipe"
 ln -s ../../bin/pipe "$P/usr/lib/cni/pipe"
 for page in "$ROOT"/man/*.1; do
     gzip -9n <"$page" >"$P/usr/share/man/man1/$(basename "$page").gz"
@@ -128,5 +132,5 @@ size=$(du -sk --exclude=DEBIAN "$P" | cut -f1)
 
 mkdir -p "$OUT"
 deb=$OUT/pipe_${VERSION}_$ARCH.deb
-dpkg-deb --root-owner-group -Zxz --build "$P" "$deb" >&2
+dpkg-deb --root-owner-group "${COMPRESS[@]}" --build "$P" "$deb" >&2
 echo "$deb"

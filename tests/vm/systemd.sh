@@ -6,7 +6,7 @@
 #      qemu-system-x86, mmdebstrap, e2fsprogs;
 #   2. builds (once, then cached in target/vm-cache/) a Debian bookworm root file system with
 #      mmdebstrap from Debian's packages: minbase + systemd-sysv, udev, linux-image-amd64 (the
-#      kernel and initramfs the VM boots), docker.io, iproute2, busybox-static, man-db;
+#      kernel and initramfs the VM boots), docker.io, iproute2, busybox-static;
 #   3. builds pipe (debug) and its .deb (contrib/deb/build.sh), copies it and test.sh into a
 #      copy of that root, makes an ext4 image of it (mke2fs -d; nothing is mounted on the host);
 #   4. boots it under qemu (TCG): systemd starts docker.service, then pipe-systemd-test.service,
@@ -26,7 +26,7 @@ cd "$ROOT"
 CACHE=${PIPE_VM_CACHE:-$ROOT/target/vm-cache}
 TIMEOUT=${PIPE_SYSTEMD_TIMEOUT:-900}
 SUITE=bookworm
-INCLUDE=systemd-sysv,udev,linux-image-amd64,docker.io,iproute2,busybox-static,kmod,man-db,procps
+INCLUDE=systemd-sysv,udev,linux-image-amd64,docker.io,iproute2,busybox-static,kmod
 log() { printf 'systemd-vm: %s\n' "$*"; }
 die() {
     printf 'systemd-vm: FAIL: %s\n' "$*"
@@ -48,16 +48,13 @@ fi
 
 # ---------------------------------------------------------------- 2. the root file system
 mkdir -p "$CACHE"
-key=$(printf '%s %s v1' "$SUITE" "$INCLUDE" | md5sum | cut -c1-12)
+key=$(printf '%s %s' "$SUITE" "$INCLUDE" | md5sum | cut -c1-12)
 TARBALL=$CACHE/systemd-rootfs-$key.tar
 if [ ! -s "$TARBALL" ]; then
     log "making a Debian $SUITE root file system with mmdebstrap (once; cached as ${TARBALL#"$ROOT"/})"
     t=$(date +%s)
     rm -f "$CACHE"/systemd-rootfs-*.tar
-    mmdebstrap --variant=minbase --include="$INCLUDE" \
-        --customize-hook='echo pipe-vm >"$1/etc/hostname"' \
-        --customize-hook='mkdir -p "$1/etc/docker" && echo "{\"iptables\": false, \"ip6tables\": false, \"bridge\": \"none\"}" >"$1/etc/docker/daemon.json"' \
-        "$SUITE" "$TARBALL.tmp" >"$CACHE/systemd-mmdebstrap.log" 2>&1 ||
+    mmdebstrap --variant=minbase --include="$INCLUDE" "$SUITE" "$TARBALL.tmp" >"$CACHE/systemd-mmdebstrap.log" 2>&1 ||
         { tail -20 "$CACHE/systemd-mmdebstrap.log"; rm -f "$TARBALL.tmp"; die "mmdebstrap failed (log: $CACHE/systemd-mmdebstrap.log)"; }
     mv "$TARBALL.tmp" "$TARBALL"
     log "root file system: $(du -h "$TARBALL" | cut -f1) in $(($(date +%s) - t)) s"
@@ -68,7 +65,7 @@ log "building pipe and its .deb"
 cargo build --bin pipe >&2 || die "cargo build failed"
 WORK=$(mktemp -d "$CACHE/systemd-run.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
-DEB=$(contrib/deb/build.sh --binary "$ROOT/target/debug/pipe" --out "$WORK") || die "contrib/deb/build.sh failed"
+DEB=$(contrib/deb/build.sh --fast --binary "$ROOT/target/debug/pipe" --out "$WORK") || die "contrib/deb/build.sh failed"
 R=$WORK/root
 mkdir "$R"
 tar -C "$R" -xf "$TARBALL"
@@ -76,6 +73,10 @@ cp "$DEB" "$R/root/pipe.deb"
 install -m755 tests/vm/systemd/test.sh "$R/usr/local/sbin/pipe-systemd-test"
 install -m644 tests/vm/systemd/pipe-systemd-test.service "$R/etc/systemd/system/"
 ln -s ../pipe-systemd-test.service "$R/etc/systemd/system/multi-user.target.wants/"
+echo pipe-vm >"$R/etc/hostname"
+# The VM has no network: dockerd without iptables rules or docker0 (containers use --net=none).
+mkdir -p "$R/etc/docker"
+echo '{"iptables": false, "ip6tables": false, "bridge": "none"}' >"$R/etc/docker/daemon.json"
 # No login prompt on the console, and no waiting for a network that does not exist.
 rm -f "$R"/etc/systemd/system/getty.target.wants/* "$R"/etc/systemd/system/*.wants/systemd-networkd-wait-online.service
 KERNEL=$(find "$R/boot" -name 'vmlinuz-*' | sort -V | tail -1)
