@@ -34,6 +34,7 @@ web_attached() {
 }
 
 say "booted: $(uname -r), systemd $(systemctl --version | head -1 | cut -d' ' -f2), up $(cut -d' ' -f1 /proc/uptime) s"
+say "systemd reached this unit at $(($(systemctl show -p ActiveEnterTimestampMonotonic --value sysinit.target) / 1000)) ms (sysinit.target), docker.service $(systemctl is-active docker.service)"
 wait_for 180 docker info >/dev/null 2>&1 || fail "docker.service did not answer within 180 s"
 say "docker: $(docker version -f '{{.Server.Version}}') answering at $(cut -d' ' -f1 /proc/uptime) s"
 
@@ -48,7 +49,7 @@ say "dpkg -i: $(dpkg-query -W -f='${Package} ${Version} ${Status}' pipe)"
 systemctl cat pipe-watch.service >/dev/null || fail "systemd does not see pipe-watch.service after dpkg -i"
 [ "$(systemctl is-enabled pipe-watch.service)" = disabled ] || fail "the package enabled the unit"
 # (Only our unit's lines: verify also loads docker.service & co., which have warnings of their own.)
-verify=$(systemd-analyze verify /lib/systemd/system/pipe-watch.service 2>&1)
+verify=$(systemd-analyze verify --man=no /lib/systemd/system/pipe-watch.service 2>&1)
 if grep -q 'pipe-watch' <<<"$verify"; then fail "systemd-analyze verify: $verify"; fi
 say "systemd-analyze verify: no complaint about pipe-watch.service"
 say "systemd-analyze security: $(systemd-analyze security pipe-watch.service 2>/dev/null | tail -1)"
