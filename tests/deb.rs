@@ -195,7 +195,12 @@ fn deb_installs_every_file_into_a_throwaway_root_and_purges_clean() {
     };
     // The binary, stripped of debug information.
     let stripped = tmp.0.join("pipe.stripped");
-    must(Command::new("strip").args(["--strip-debug", "-o"]).arg(&stripped).arg(BIN));
+    must(
+        Command::new("strip")
+            .args(["--strip-debug", "-o"])
+            .arg(&stripped)
+            .arg(BIN),
+    );
     assert_eq!(
         std::fs::read(root.join("usr/bin/pipe")).unwrap(),
         std::fs::read(&stripped).unwrap(),
