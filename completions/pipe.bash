@@ -16,9 +16,6 @@ _pipe() {
             ",$1")
                 cmd="pipe"
                 ;;
-            pipe,__dhcp-keeper)
-                cmd="pipe__subcmd____dhcp__subcmd__keeper"
-                ;;
             pipe,apply)
                 cmd="pipe__subcmd__apply"
                 ;;
@@ -53,7 +50,7 @@ _pipe() {
 
     case "${cmd}" in
         pipe)
-            opts="-i -l -a -n -v -h -V --container-ifname --host-ifname --family --mtu --rate --macvlan-mode --ipvlan --direct-phys --dry-run --verbose --json --no-netns-link --timeout --wait --persist --state-dir --generate --help --version detach apply gc watch route rule link selftest __dhcp-keeper tc"
+            opts="-i -l -a -n -v -h -V --container-ifname --host-ifname --family --mtu --rate --macvlan-mode --ipvlan --direct-phys --dry-run --verbose --json --no-netns-link --timeout --wait --persist --state-dir --generate --help --version detach apply gc watch route rule link selftest tc"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -109,24 +106,6 @@ _pipe() {
                     ;;
                 --generate)
                     COMPREPLY=($(compgen -W "man bash zsh fish" -- "${cur}"))
-                    return 0
-                    ;;
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        pipe__subcmd____dhcp__subcmd__keeper)
-            opts="-n -v -h --dry-run --verbose --json --state-dir --help"
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                --state-dir)
-                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 *)

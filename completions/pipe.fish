@@ -60,7 +60,6 @@ complete -c pipe -n "__fish_pipe_needs_command" -a "route" -d 'Add, delete or re
 complete -c pipe -n "__fish_pipe_needs_command" -a "rule" -d 'Add or delete a policy routing rule inside the container, over netlink'
 complete -c pipe -n "__fish_pipe_needs_command" -a "link" -d 'Connect two containers with one veth pair: no bridge, no host-side interface'
 complete -c pipe -n "__fish_pipe_needs_command" -a "selftest" -d 'Run the main job on throwaway namespaces: real attaches, pings, a re-run, detach'
-complete -c pipe -n "__fish_pipe_needs_command" -a "__dhcp-keeper" -d 'The DHCP lease keeper (started by an attach with `dhcp`; not for direct use)'
 complete -c pipe -n "__fish_pipe_needs_command" -a "tc" -d 'Run the host\'s `tc` with these arguments inside the container\'s namespace'
 complete -c pipe -n "__fish_pipe_using_subcommand detach" -s i -l container-ifname -d 'Interface name inside the container' -r
 complete -c pipe -n "__fish_pipe_using_subcommand detach" -l timeout -d 'Seconds to wait for a starting container to get a PID (0 to 86400)' -r
@@ -114,11 +113,6 @@ complete -c pipe -n "__fish_pipe_using_subcommand selftest" -s n -l dry-run -d '
 complete -c pipe -n "__fish_pipe_using_subcommand selftest" -s v -l verbose -d 'More logging (-v: info, -vv: debug, -vvv: trace); RUST_LOG also works'
 complete -c pipe -n "__fish_pipe_using_subcommand selftest" -l json -d 'Print the result as one JSON object'
 complete -c pipe -n "__fish_pipe_using_subcommand selftest" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c pipe -n "__fish_pipe_using_subcommand __dhcp-keeper" -l state-dir -d 'Where pipe keeps its records of what it created' -r -F
-complete -c pipe -n "__fish_pipe_using_subcommand __dhcp-keeper" -s n -l dry-run -d 'Print the plan as equivalent ip commands and change nothing'
-complete -c pipe -n "__fish_pipe_using_subcommand __dhcp-keeper" -s v -l verbose -d 'More logging (-v: info, -vv: debug, -vvv: trace); RUST_LOG also works'
-complete -c pipe -n "__fish_pipe_using_subcommand __dhcp-keeper" -l json -d 'Print the result as one JSON object'
-complete -c pipe -n "__fish_pipe_using_subcommand __dhcp-keeper" -s h -l help -d 'Print help'
 complete -c pipe -n "__fish_pipe_using_subcommand tc" -l state-dir -d 'Where pipe keeps its records of what it created' -r -F
 complete -c pipe -n "__fish_pipe_using_subcommand tc" -s n -l dry-run -d 'Print the plan as equivalent ip commands and change nothing'
 complete -c pipe -n "__fish_pipe_using_subcommand tc" -s v -l verbose -d 'More logging (-v: info, -vv: debug, -vvv: trace); RUST_LOG also works'

@@ -1,120 +1,59 @@
-//! Man page and shell completions, generated from the clap definitions.
+//! Man pages and shell completions, generated from the clap definitions.
 //! `tests/generated.rs` fails when the committed copies are stale.
+//!
+//! `pipe(1)` documents the attach form and lists the verbs; every verb that is
+//! not hidden gets its own page, `pipe-VERB(1)`, so a new verb gets a page by
+//! being added to `cli::Command`. Hidden verbs (`__dhcp-keeper`) appear
+//! nowhere: not in a page, not in a completion script.
 
 use clap::CommandFactory;
 use clap_complete::Shell;
 
 use crate::cli::{Cli, Generate};
 
+/// Files pipe installs besides its binary, named in pipe(1)'s FILES section.
+const FILES: &str = "\
+.SH FILES
+.TP
+\\fI/etc/pipe/attachments.toml\\fR
+The attachments that \\fBpipe watch\\fR keeps applied (see \\fBpipe\\-watch\\fR(1)).
+.TP
+\\fI/run/pipe\\fR
+Records of what pipe created (\\fB\\-\\-state\\-dir\\fR, \\fBPIPE_STATE_DIR\\fR).
+.TP
+\\fI/usr/lib/cni/pipe\\fR
+A link to \\fBpipe\\fR: run with \\fBCNI_COMMAND\\fR set, pipe acts as a CNI plugin.
+.TP
+\\fI/lib/systemd/system/pipe\\-watch.service\\fR
+\\fBpipe watch\\fR as a systemd service (Type=notify): \\fBsystemctl enable \\-\\-now pipe\\-watch\\fR.
+";
+
 pub fn render(what: Generate) -> Vec<u8> {
-    let mut cmd = Cli::command();
-    let mut out = Vec::new();
     match what {
-        Generate::Man => {
-            clap_mangen::Man::new(cmd.clone())
-                .render(&mut out)
-                .expect("writing to a Vec cannot fail");
-            subcommand_sections(&mut cmd, &mut out);
-        }
-        Generate::Bash | Generate::Zsh | Generate::Fish => {
-            let shell = match what {
-                Generate::Bash => Shell::Bash,
-                Generate::Zsh => Shell::Zsh,
-                _ => Shell::Fish,
-            };
-            clap_complete::generate(shell, &mut cmd, "pipe", &mut out);
-        }
+        Generate::Man => main_page(),
+        Generate::Bash => completion(Shell::Bash),
+        Generate::Zsh => completion(Shell::Zsh),
+        Generate::Fish => completion(Shell::Fish),
     }
+}
+
+/// Every generated file: its path in the repository and its contents.
+pub fn files() -> Vec<(String, Vec<u8>)> {
+    let mut out: Vec<(String, Vec<u8>)> =
+        [Generate::Man, Generate::Bash, Generate::Zsh, Generate::Fish]
+            .into_iter()
+            .map(|g| (path(g).to_string(), render(g)))
+            .collect();
+    out.extend(
+        verb_pages()
+            .into_iter()
+            .map(|(name, page)| (format!("man/{name}.1"), page)),
+    );
     out
 }
 
-/// One section per subcommand at the end of the page (the page is the only
-/// one installed, so the subcommands' options are documented in it).
-fn subcommand_sections(cmd: &mut clap::Command, out: &mut Vec<u8>) {
-    use std::fmt::Write;
-    let esc = |s: &str| {
-        s.replace('\\', "\\\\")
-            .replace('-', "\\-")
-            .replace('\'', "\\(aq")
-            .lines()
-            .map(|l| {
-                if l.starts_with('.') {
-                    format!("\\&{l}")
-                } else {
-                    l.to_string()
-                }
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
-    cmd.build();
-    let mut s = String::new();
-    for sub in cmd.get_subcommands_mut() {
-        let name = sub.get_name().to_string();
-        let usage = sub.render_usage().to_string();
-        let usage = usage.strip_prefix("Usage: ").unwrap_or(&usage);
-        let _ = writeln!(s, ".SH \"PIPE {}\"", name.to_uppercase());
-        let _ = writeln!(s, ".B {}", esc(usage));
-        let about = sub
-            .get_long_about()
-            .or(sub.get_about())
-            .map(|a| a.to_string())
-            .unwrap_or_default();
-        let _ = writeln!(s, ".PP\n{}", esc(&about));
-        for a in sub.get_arguments() {
-            // Global options are documented once, at the top of the page.
-            if a.is_hide_set() || a.is_global_set() || a.get_id() == "help" {
-                continue;
-            }
-            let mut head = Vec::new();
-            if let Some(c) = a.get_short() {
-                head.push(format!("\\fB\\-{c}\\fR"));
-            }
-            if let Some(l) = a.get_long() {
-                head.push(format!("\\fB{}\\fR", esc(&format!("--{l}"))));
-            }
-            let val = a
-                .get_value_names()
-                .map(|v| {
-                    v.iter()
-                        .map(|v| v.to_string())
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                })
-                .unwrap_or_default();
-            let takes = a.get_num_args().is_some_and(|n| n.takes_values());
-            let head = if head.is_empty() {
-                format!("\\fI{}\\fR", esc(&val))
-            } else if takes && !val.is_empty() {
-                format!("{} \\fI{}\\fR", head.join(", "), esc(&val))
-            } else {
-                head.join(", ")
-            };
-            let help = a
-                .get_long_help()
-                .or(a.get_help())
-                .map(|h| h.to_string())
-                .unwrap_or_default();
-            let def: Vec<String> = a
-                .get_default_values()
-                .iter()
-                .map(|d| d.to_string_lossy().into_owned())
-                .collect();
-            let def = if def.is_empty() || !takes {
-                String::new()
-            } else {
-                format!(" [default: {}]", def.join(", "))
-            };
-            let _ = writeln!(s, ".TP\n{head}\n{}{}", esc(&help), esc(&def));
-        }
-        if let Some(x) = sub.get_after_long_help().or(sub.get_after_help()) {
-            let _ = writeln!(s, ".PP\n.nf\n{}\n.fi", esc(&x.to_string()));
-        }
-    }
-    out.extend_from_slice(s.as_bytes());
-}
-
-/// Where each generated file lives in the repository.
+/// Where each generated file lives in the repository (the verb pages are
+/// man/pipe-VERB.1, see `files`).
 pub fn path(what: Generate) -> &'static str {
     match what {
         Generate::Man => "man/pipe.1",
@@ -122,4 +61,77 @@ pub fn path(what: Generate) -> &'static str {
         Generate::Zsh => "completions/_pipe",
         Generate::Fish => "completions/pipe.fish",
     }
+}
+
+/// The names of the hidden verbs (which must appear in no generated file).
+pub fn hidden_verbs() -> Vec<String> {
+    Cli::command()
+        .get_subcommands()
+        .filter(|s| s.is_hide_set())
+        .map(|s| s.get_name().to_string())
+        .collect()
+}
+
+fn built() -> clap::Command {
+    let mut cmd = Cli::command();
+    // Building propagates the global options to the verbs and names them
+    // `pipe-VERB` (page title) and `pipe VERB` (synopsis).
+    cmd.build();
+    cmd
+}
+
+/// pipe(1): the attach form, the verbs (each pointing to its page), FILES.
+fn main_page() -> Vec<u8> {
+    let mut out = Vec::new();
+    clap_mangen::Man::new(built())
+        .render(&mut out)
+        .expect("writing to a Vec cannot fail");
+    out.extend_from_slice(FILES.as_bytes());
+    let see: Vec<String> = visible_verbs(&built())
+        .map(|s| format!("\\fBpipe\\-{}\\fR(1)", s.get_name()))
+        .collect();
+    out.extend_from_slice(format!(".SH \"SEE ALSO\"\n{}\n", see.join(", ")).as_bytes());
+    out
+}
+
+/// pipe-VERB(1) for every verb that is not hidden: (pipe-VERB, page).
+fn verb_pages() -> Vec<(String, Vec<u8>)> {
+    let cmd = built();
+    visible_verbs(&cmd)
+        .map(|sub| {
+            let man = clap_mangen::Man::new(sub.clone())
+                .source(concat!("pipe ", env!("CARGO_PKG_VERSION")));
+            let mut page = Vec::new();
+            man.render(&mut page).expect("writing to a Vec cannot fail");
+            page.extend_from_slice(b".SH \"SEE ALSO\"\n\\fBpipe\\fR(1)\n");
+            (format!("pipe-{}", sub.get_name()), page)
+        })
+        .collect()
+}
+
+fn visible_verbs(cmd: &clap::Command) -> impl Iterator<Item = &clap::Command> {
+    cmd.get_subcommands().filter(|s| !s.is_hide_set())
+}
+
+/// A completion script for a command line without the hidden verbs
+/// (clap_complete lists hidden subcommands; hidden options it leaves out).
+fn completion(shell: Shell) -> Vec<u8> {
+    let full = Cli::command();
+    let mut cmd = clap::Command::new("pipe")
+        .version(env!("CARGO_PKG_VERSION"))
+        .disable_help_subcommand(true)
+        .args_conflicts_with_subcommands(true)
+        .subcommand_negates_reqs(true);
+    if let Some(a) = full.get_about() {
+        cmd = cmd.about(a.clone());
+    }
+    for a in full.get_arguments() {
+        cmd = cmd.arg(a.clone());
+    }
+    for s in visible_verbs(&full) {
+        cmd = cmd.subcommand(s.clone());
+    }
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "pipe", &mut out);
+    out
 }

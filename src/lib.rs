@@ -23,6 +23,7 @@ pub mod journal;
 pub mod netlink;
 pub mod netns;
 pub mod ops;
+pub mod notify;
 pub mod p2p;
 pub mod plan;
 pub mod plan_json;

@@ -159,9 +159,14 @@ async fn session(
         .unwrap_or_default();
     let running = eng.running().await?;
     info!("watch: connected; {} running container(s)", running.len());
+    let n = running.len();
     for (id, name) in running {
         apply(file, &id, &name, None).await;
     }
+    // Caught up: under systemd (Type=notify) the service is now started.
+    crate::notify::ready(&format!(
+        "caught up with {n} running container(s); following events"
+    ));
     if once {
         return Ok(());
     }

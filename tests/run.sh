@@ -10,7 +10,8 @@
 #      the Docker (Podman) tests fail with the reason recorded in target/docker-unavailable
 #      (target/podman-unavailable);
 #   3. runs cargo fmt --check, cargo clippy --all-targets -- -D warnings, cargo test (all tests);
-#   4. runs the QEMU VM tier, tests/vm/run.sh, if it exists;
+#   4. runs the QEMU VM tier, tests/vm/run.sh, if it exists, and the systemd tier,
+#      tests/vm/systemd.sh (the .deb and pipe-watch.service under Debian's systemd in a VM);
 #   5. always stops both again (tests/docker/down.sh), even on failure or Ctrl-C.
 # Every step runs even if an earlier one failed; the exit status is non-zero if any failed.
 #
@@ -22,8 +23,10 @@ cd "$ROOT"
 
 # What the tests call: ip/bridge, ping, arping, nsenter/unshare/setpriv, busybox (udhcpc/udhcpd
 # and the Docker test image), docker/dockerd, curl (daemon readiness).
+# binutils: readelf (the .deb's Depends, the static binary check); mmdebstrap and e2fsprogs: the
+# systemd tier's root file system (tests/vm/systemd.sh).
 PACKAGES=(iproute2 iputils-ping iputils-arping util-linux busybox-static docker.io curl
-    ca-certificates)
+    ca-certificates binutils mmdebstrap e2fsprogs)
 
 T0=$(date +%s)
 failed=()
@@ -118,6 +121,8 @@ if [ "${PIPE_SKIP_VM:-}" = 1 ]; then
     skipped+=("VM tier (PIPE_SKIP_VM=1)")
 elif [ -f tests/vm/run.sh ]; then
     step "VM tier: tests/vm/run.sh" bash tests/vm/run.sh
+    # The .deb and pipe-watch.service under Debian's systemd as PID 1 (this machine's init is not).
+    step "VM tier: systemd unit (tests/vm/systemd.sh)" bash tests/vm/systemd.sh
 else
     skipped+=("VM tier (no tests/vm/run.sh)")
 fi
