@@ -273,6 +273,15 @@ async fn one(
         Error::Refused(format!("taking the lock of {id} in {}: {e}", store.path().display()))
     })?;
     let mut f = observe(store, &id, label, guest.map(|g| g.1)).await?;
+    if let (Some((ns, _)), Some(r)) = (guest, &f.record)
+        && !r.same_netns(netns::cookie(ns))
+    {
+        // A dead namespace's record whose inode this namespace reuses: not this one's.
+        if !dry_run {
+            let _ = store.remove(&id);
+        }
+        f.record = None;
+    }
     let mut why = Why::Detach { force };
     if let Some(r) = &f.record
         && let Some(o) = r.pending

@@ -31,6 +31,7 @@ pub fn begin(
     let mut r = old.unwrap_or_else(|| Record {
         netns: here,
         host_ns: None,
+        cookie: None,
         ifname: spec.ifname.clone(),
         label: target.label.clone(),
         labels: Vec::new(),

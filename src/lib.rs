@@ -313,6 +313,10 @@ pub async fn attach_resolved(
             error::KernelCause::from_io(&e),
         )
     })?;
+    let cookie = {
+        use std::os::fd::AsRawFd;
+        netns::cookie_of_socket(sock.as_raw_fd())
+    };
     let guest = Netlink::from_socket(sock)
         .map_err(|c| Error::kernel("opening a netlink socket in the container", c))?;
 
@@ -326,6 +330,16 @@ pub async fn attach_resolved(
         ))
     })?;
     let mut old = detach::load(&store, &id)?;
+    if let Some(o) = &old
+        && !o.same_netns(cookie)
+    {
+        // A record of a dead namespace whose inode the kernel gave to this one:
+        // what it named went with that namespace. It is superseded.
+        if !dry_run {
+            let _ = store.remove(&id);
+        }
+        old = None;
+    }
     if let Some(o) = old.as_ref().and_then(|r| r.pending)
         && !dry_run
     {
@@ -386,6 +400,7 @@ pub async fn attach_resolved(
     // Journal before the kernel: what this run will create, under the names it
     // will use, and who is writing (committed after the last step).
     let mut rec = journal::begin(spec, &target, &plan, old.clone(), persist);
+    rec.cookie = cookie;
     let journaled = !noop;
     if journaled {
         rec.pending = Some(state::Owner::me());

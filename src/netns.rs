@@ -172,6 +172,33 @@ pub fn path_is(path: &Path, id: NsId) -> bool {
     std::fs::metadata(path).is_ok_and(|md| md.dev() == id.dev && md.ino() == id.ino)
 }
 
+/// The namespace's cookie (`SO_NETNS_COOKIE`): unlike the nsfs inode, which
+/// the kernel reuses soon after a namespace dies, it is never reused while the
+/// machine runs. `None` on kernels before 5.14.
+pub fn cookie_of_socket(fd: std::os::fd::RawFd) -> Option<u64> {
+    const SO_NETNS_COOKIE: libc::c_int = 71;
+    let mut v: u64 = 0;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `v`.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            SO_NETNS_COOKIE,
+            (&mut v as *mut u64).cast(),
+            &mut len,
+        )
+    };
+    (r == 0).then_some(v)
+}
+
+/// The cookie of namespace `ns` (a socket is opened inside it for the question).
+pub fn cookie(ns: &Netns) -> Option<u64> {
+    use std::os::fd::AsRawFd;
+    let s = socket_in(ns).ok()?;
+    cookie_of_socket(s.as_raw_fd())
+}
+
 /// Open the namespace `id` if it still exists: through `anchor` (a bind
 /// mount) when that still has its inode, else through a process living in it.
 pub fn find(id: NsId, anchor: Option<&Path>) -> Option<Netns> {

@@ -372,6 +372,7 @@ pub async fn link(
     let mut rec = Record {
         netns: ta.netns.id.into(),
         host_ns: netns::own_id().ok().map(Into::into),
+        cookie: netns::cookie(&ta.netns),
         ifname: spec.ifname_a.clone(),
         label: ta.label.clone(),
         labels: vec![ta.label.clone(), spec.a.to_string()],

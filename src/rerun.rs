@@ -382,6 +382,7 @@ mod tests {
                 mac: None,
                 netns: crate::state::NsKey { dev: 4, ino: 42 },
                 host_ns: None,
+                cookie: None,
                 replaced_default: vec![],
                 addrs: vec![addr.into()],
                 persist: false,

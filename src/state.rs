@@ -256,6 +256,9 @@ impl std::fmt::Display for Kind {
 pub struct Record {
     /// The namespace (identity, with `ifname`).
     pub netns: NsKey,
+    /// The namespace's cookie: tells it from a later namespace that got the same inode.
+    #[serde(default)]
+    pub cookie: Option<u64>,
     /// The namespace pipe ran in (where the host side lives: bridge, parent, host end).
     #[serde(default)]
     pub host_ns: Option<NsKey>,
@@ -374,12 +377,22 @@ impl Record {
     /// (a bind mount) still has its inode. A recycled PID has another namespace.
     pub fn alive(&self) -> bool {
         let id: crate::netns::NsId = self.netns.into();
-        if let Some(a) = &self.anchor
-            && crate::netns::path_is(a, id)
-        {
-            return true;
+        let Some(ns) = crate::netns::find(id, self.anchor.as_deref()) else {
+            return false;
+        };
+        // The kernel reuses nsfs inodes: the cookie says whether it is the same namespace.
+        match (self.cookie, crate::netns::cookie(&ns)) {
+            (Some(a), Some(b)) => a == b,
+            _ => true,
         }
-        crate::netns::any_process_in(id)
+    }
+
+    /// Was this record made in namespace `ns` (same inode and, when known, same cookie)?
+    pub fn same_netns(&self, cookie: Option<u64>) -> bool {
+        match (self.cookie, cookie) {
+            (Some(a), Some(b)) => a == b,
+            _ => true,
+        }
     }
 }
 
