@@ -78,7 +78,11 @@ impl Env {
     /// CNI_CONTAINERID, required (code 4 when missing or malformed).
     pub fn container_id(&self, ver: &str) -> Result<&str, CniError> {
         let id = self.container_id.as_deref().ok_or_else(|| {
-            CniError::new(ver, 4, "CNI_CONTAINERID is not set; the runtime must give the container's ID")
+            CniError::new(
+                ver,
+                4,
+                "CNI_CONTAINERID is not set; the runtime must give the container's ID",
+            )
         })?;
         // The spec's grammar: alphanumeric plus `_.-`, starting alphanumeric.
         let ok = id.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
@@ -98,7 +102,11 @@ impl Env {
     /// CNI_IFNAME, required and a valid interface name (code 4).
     pub fn ifname(&self, ver: &str) -> Result<IfName, CniError> {
         let n = self.ifname.as_deref().ok_or_else(|| {
-            CniError::new(ver, 4, "CNI_IFNAME is not set; the runtime must name the interface to create")
+            CniError::new(
+                ver,
+                4,
+                "CNI_IFNAME is not set; the runtime must name the interface to create",
+            )
         })?;
         n.parse()
             .map_err(|e| CniError::new(ver, 4, format!("CNI_IFNAME: {e}")))
@@ -175,6 +183,10 @@ pub struct NetConf {
     pub addresses: Option<OneOrMany>,
     #[serde(default)]
     pub ipam: Option<Value>,
+    /// pipe's state directory (default `$PIPE_STATE_DIR`, else /run/pipe):
+    /// runtimes do not always pass their environment on to the plugin.
+    #[serde(default)]
+    pub state_dir: Option<PathBuf>,
     #[serde(default)]
     pub runtime_config: Option<RuntimeConfig>,
     #[serde(default)]
@@ -334,12 +346,14 @@ impl Options {
                     if !ip.contains('/') {
                         return Err(bad(
                             "ips",
-                            format!("{ip} has no prefix length; give IP/PREFIX, or use an \"ipam\" section"),
+                            format!(
+                                "{ip} has no prefix length; give IP/PREFIX, or use an \"ipam\" section"
+                            ),
                         ));
                     }
                     let gw = gws
                         .iter()
-                        .find(|g| g.is_ipv4() == !ip.contains(':'))
+                        .find(|g| g.is_ipv4() != ip.contains(':'))
                         .map(|g| format!("@{g}"))
                         .unwrap_or_default();
                     list.push(format!("{ip}{gw}"));
@@ -425,7 +439,9 @@ mod tests {
     fn bad_json_is_code_6() {
         assert_eq!(NetConf::decode(b"{", "1.0.0").unwrap_err().code, 6);
         assert_eq!(
-            NetConf::decode(br#"{"mtu":"x"}"#, "1.0.0").unwrap_err().code,
+            NetConf::decode(br#"{"mtu":"x"}"#, "1.0.0")
+                .unwrap_err()
+                .code,
             6
         );
         assert_eq!(version_of(br#"{"cniVersion":"0.4.0"}"#), "0.4.0");

@@ -16,9 +16,7 @@ pub fn find(kind: &str, path: &[PathBuf]) -> Option<PathBuf> {
     if kind.is_empty() || kind.contains('/') {
         return None;
     }
-    path.iter()
-        .map(|d| d.join(kind))
-        .find(|p| is_executable(p))
+    path.iter().map(|d| d.join(kind)).find(|p| is_executable(p))
 }
 
 fn is_executable(p: &Path) -> bool {

@@ -83,13 +83,22 @@ fn run(stdin: &[u8], ver: &str) -> CResult<Option<String>> {
         ));
     }
     let conf = NetConf::decode(stdin, ver)?;
+    if let Some(d) = &conf.state_dir {
+        crate::set_state_dir(d.clone());
+    }
     let env = Env::from_process();
     debug!("cni: {} network {:?}", cmd.as_str(), conf.network());
     crate::check_privileges().map_err(|e| CniError::new(ver, code::ATTACH, e.to_string()))?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| CniError::new(ver, code::ATTACH, format!("starting the async runtime: {e}")))?;
+        .map_err(|e| {
+            CniError::new(
+                ver,
+                code::ATTACH,
+                format!("starting the async runtime: {e}"),
+            )
+        })?;
     let ctx = Ctx {
         conf: &conf,
         raw: stdin,
@@ -159,15 +168,17 @@ impl Ctx<'_> {
             ),
             store::LockError::Io(p, e) => self.err(
                 code::STATE,
-                format!("cannot lock {}: {e}; check pipe's state directory", p.display()),
+                format!(
+                    "cannot lock {}: {e}; check pipe's state directory",
+                    p.display()
+                ),
             ),
         })
     }
 
     fn host(&self) -> CResult<Netlink> {
-        Netlink::current().map_err(|c| {
-            self.core(Error::kernel("opening a netlink socket on the host", c))
-        })
+        Netlink::current()
+            .map_err(|c| self.core(Error::kernel("opening a netlink socket on the host", c)))
     }
 
     fn guest_nl(&self, ns: &Netns) -> CResult<Netlink> {
@@ -178,7 +189,10 @@ impl Ctx<'_> {
             )
         })?;
         Netlink::from_socket(sock).map_err(|c| {
-            self.core(Error::kernel("opening a netlink socket in the container", c))
+            self.core(Error::kernel(
+                "opening a netlink socket in the container",
+                c,
+            ))
         })
     }
 
@@ -215,7 +229,10 @@ impl Ctx<'_> {
             .as_ref()
             .map(CniResult::parse)
             .transpose()
-            .map_err(|e| self.err(code::DECODE, "cannot decode prevResult").details(e))?;
+            .map_err(|e| {
+                self.err(code::DECODE, "cannot decode prevResult")
+                    .details(e)
+            })?;
         let net = self.network()?.to_string();
         let _lock = self.lock()?;
 
@@ -415,9 +432,8 @@ impl Ctx<'_> {
                 args.extend(["via".into(), gw]);
             }
             args.extend(["dev".into(), ifname.to_string()]);
-            let spec = crate::iproute::parse_route(&args).map_err(|e| {
-                self.err(code::IPAM, format!("IPAM route {}: {e}", rt.dst))
-            })?;
+            let spec = crate::iproute::parse_route(&args)
+                .map_err(|e| self.err(code::IPAM, format!("IPAM route {}: {e}", rt.dst)))?;
             guest.route_request(&spec, idx).await.map_err(|c| {
                 self.core(Error::kernel(
                     format!("adding route {} in the container", rt.dst),
@@ -452,7 +468,10 @@ impl Ctx<'_> {
         let guest = match Netns::open(path) {
             Ok(ns) if ns.id == want => Some(self.guest_nl(&ns).map_err(|e| e.msg)?),
             Ok(_) => {
-                debug!("cni: {} now is another namespace: host side only", path.display());
+                debug!(
+                    "cni: {} now is another namespace: host side only",
+                    path.display()
+                );
                 None
             }
             Err(e) => {
@@ -541,13 +560,14 @@ impl Ctx<'_> {
         let cni_ifname = self.env.ifname(ver)?;
         let netns_path = self.env.netns(ver)?.clone();
         let net = self.network()?;
-        let prev = self
-            .conf
-            .prev_result
-            .as_ref()
-            .ok_or_else(|| self.err(code::CONFIG, "CHECK needs prevResult in the configuration"))?;
-        let prev = CniResult::parse(prev)
-            .map_err(|e| self.err(code::DECODE, "cannot decode prevResult").details(e))?;
+        let prev =
+            self.conf.prev_result.as_ref().ok_or_else(|| {
+                self.err(code::CONFIG, "CHECK needs prevResult in the configuration")
+            })?;
+        let prev = CniResult::parse(prev).map_err(|e| {
+            self.err(code::DECODE, "cannot decode prevResult")
+                .details(e)
+        })?;
         let bad = |msg: String| self.err(code::CHECK_MISMATCH, msg);
         let m = store::load(net, cid, cni_ifname.as_str())
             .ok()
@@ -561,8 +581,12 @@ impl Ctx<'_> {
             let call = self.ipam_call("CHECK", cid, cni_ifname.as_str());
             ipam::exec(kind, &self.env.path, &call, self.raw, ver)?;
         }
-        let ns = Netns::open(&netns_path)
-            .map_err(|e| self.err(code::ENV, format!("CNI_NETNS {}: {e}", netns_path.display())))?;
+        let ns = Netns::open(&netns_path).map_err(|e| {
+            self.err(
+                code::ENV,
+                format!("CNI_NETNS {}: {e}", netns_path.display()),
+            )
+        })?;
         if ns.id.dev != m.netns.dev || ns.id.ino != m.netns.ino {
             return Err(bad(format!(
                 "{} is not the namespace {cid}/{cni_ifname} was attached in",
@@ -600,7 +624,11 @@ impl Ctx<'_> {
                 return Err(bad(format!(
                     "{ifname} lacks address {} (has {})",
                     ip.address,
-                    if have.is_empty() { "none".into() } else { have.join(", ") }
+                    if have.is_empty() {
+                        "none".into()
+                    } else {
+                        have.join(", ")
+                    }
                 )));
             }
         }
@@ -680,7 +708,11 @@ impl Ctx<'_> {
                 fails.push(format!("{}/{}: {e}", m.container_id, m.ifname));
                 continue;
             }
-            if let Some(kind) = m.config.get("ipam").and_then(|i| i.get("type")).and_then(|t| t.as_str())
+            if let Some(kind) = m
+                .config
+                .get("ipam")
+                .and_then(|i| i.get("type"))
+                .and_then(|t| t.as_str())
             {
                 let body = serde_json::to_vec(&m.config).unwrap_or_default();
                 let call = self.ipam_call("DEL", &m.container_id, &m.ifname);
@@ -714,7 +746,8 @@ impl Ctx<'_> {
         match &opts.host_if {
             crate::spec::HostIfRef::Name(n) => {
                 let found = links.iter().any(|l| l.name == n.as_str());
-                if !found && !(n.as_str().starts_with("br") && !opts.direct_phys) {
+                let on_demand = n.as_str().starts_with("br") && !opts.direct_phys;
+                if !found && !on_demand {
                     return Err(na(format!(
                         "host interface {n} does not exist (only bridges named br* are created on demand)"
                     )));
