@@ -21,9 +21,11 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
 # What the tests call: ip/bridge, ping, arping, nsenter/unshare/setpriv, busybox (udhcpc/udhcpd
-# and the Docker test image), docker/dockerd, curl (daemon readiness).
+# and the Docker test image), docker/dockerd, curl (daemon readiness); for the CNI tests
+# (tests/cni.rs): podman (its CNI backend, with runc), containerd (ctr run --cni), the reference
+# plugins and IPAM (containernetworking-plugins in /usr/lib/cni), jq.
 PACKAGES=(iproute2 iputils-ping iputils-arping util-linux busybox-static docker.io curl
-    ca-certificates)
+    ca-certificates podman runc containerd containernetworking-plugins jq)
 
 T0=$(date +%s)
 failed=()
