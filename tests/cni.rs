@@ -75,6 +75,11 @@ impl Reply {
 impl Cni {
     fn new() -> Cni {
         require(&[&format!("{REF}/host-local"), &format!("{REF}/bridge"), "jq"]);
+        Cni::bare()
+    }
+
+    /// Without the reference plugins (the VM tier has only pipe).
+    fn bare() -> Cni {
         let host = Ns::new("cnh");
         let dir = PathBuf::from(format!("/tmp/pipe-cni-{}", host.name));
         let _ = std::fs::remove_dir_all(&dir);
@@ -1143,4 +1148,80 @@ fn ctr_run_cni() {
     assert!(cni.held("pipectr").is_empty(), "{:?}", cni.held("pipectr"));
     assert!(cni.records().is_empty(), "{:?}", cni.records());
     drop(ctrd);
+}
+
+/// The VLAN example on a kernel with 802.1Q and bridge VLAN filtering (the VM
+/// tier): a macvlan on the uplink's VLAN 100 reaches a peer on that VLAN only;
+/// the same config on a bridge makes the veth an access port of VLAN 100.
+/// Static `addresses` stand in for host-local, which the VM does not carry.
+#[test]
+#[ignore = "runs inside the QEMU VM tier: tests/vm/run.sh"]
+fn vm_cni_vlan_conflist() {
+    let cni = Cni::bare();
+    let c = Ns::new("cnc");
+    let lan = Ns::new("cnl");
+    cni.host.ip(&[
+        "link", "add", "eth1", "type", "veth", "peer", "name", "eth1p", "netns", &lan.name,
+    ]);
+    cni.host.ip(&["link", "set", "eth1", "up"]);
+    lan.ip(&["link", "set", "eth1p", "up"]);
+    lan.ip(&[
+        "link", "add", "link", "eth1p", "name", "v100", "type", "vlan", "id", "100",
+    ]);
+    lan.ip(&["addr", "add", "192.168.100.1/24", "dev", "v100"]);
+    lan.ip(&["link", "set", "v100", "up"]);
+    lan.ip(&["addr", "add", "192.168.200.1/24", "dev", "eth1p"]);
+
+    let list = nad_config("multus-vlan.yaml");
+    let mut conf = Cni::derive(&list, 0, None);
+    conf.as_object_mut().unwrap().remove("ipam");
+    conf["addresses"] = json!("192.168.100.5/24");
+    let res = cni
+        .pipe("ADD", &conf, "pod1", &c.path(), "net1")
+        .ok()
+        .clone();
+    assert_eq!(res["ips"][0]["address"], "192.168.100.5/24");
+    let l = c.ipj(&["-d", "link", "show", "net1"]);
+    assert_eq!(l[0]["linkinfo"]["info_kind"], "macvlan");
+    assert!(cni.host.links().contains(&"eth1.100".to_string()));
+    assert!(
+        c.exec(&["ping", "-c1", "-W2", "192.168.100.1"])
+            .status
+            .success()
+    );
+    // Untagged traffic is another network: not reachable from VLAN 100.
+    c.ip(&["addr", "add", "192.168.200.5/24", "dev", "net1"]);
+    assert!(
+        !c.exec(&["ping", "-c1", "-W1", "192.168.200.1"])
+            .status
+            .success()
+    );
+    let mut chk = conf.clone();
+    chk["prevResult"] = res;
+    cni.pipe("CHECK", &chk, "pod1", &c.path(), "net1").ok();
+    cni.pipe("DEL", &conf, "pod1", &c.path(), "net1").ok();
+    cni.pipe("DEL", &conf, "pod1", "", "net1").ok();
+    assert_eq!(c.links(), ["lo"]);
+    // pipe made eth1.100 and removed it with its last user.
+    assert_eq!(cni.host_links(), ["eth1"]);
+
+    // On a bridge: the host end of the veth becomes an access port of VLAN 100.
+    let mut conf = Cni::derive(&list, 0, None);
+    conf.as_object_mut().unwrap().remove("ipam");
+    conf.as_object_mut().unwrap().remove("master");
+    conf["host"] = json!("brv100");
+    conf["addresses"] = json!("192.168.100.6/24");
+    let res = cni
+        .pipe("ADD", &conf, "pod2", &c.path(), "net1")
+        .ok()
+        .clone();
+    let hv = res["interfaces"][0]["name"].as_str().unwrap().to_string();
+    let v = must(
+        Command::new("nsenter")
+            .arg(format!("--net={}", cni.host.path()))
+            .args(["bridge", "-j", "vlan", "show", "dev", &hv]),
+    );
+    assert!(v.contains("\"vlan\":100") && v.contains("PVID"), "{v}");
+    cni.pipe("DEL", &conf, "pod2", &c.path(), "net1").ok();
+    assert_eq!(c.links(), ["lo"]);
 }

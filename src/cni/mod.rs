@@ -532,6 +532,7 @@ impl Ctx<'_> {
                 if let Some(p) = &self.env.netns
                     && let Ok(ns) = Netns::open(p)
                     && ns.is_netns()
+                    && netns::own_id().ok() != Some(ns.id)
                 {
                     let ifname = self.guest_ifname(&cni_ifname)?;
                     let guest = self.guest_nl(&ns)?;
