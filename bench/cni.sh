@@ -47,20 +47,26 @@ time_one() {
     echo $(( (${t1/./} - ${t0/./}) ))
 }
 
-bench() { # bench NAME BIN CONF
-    local add=() del=() i
-    time_one ADD "$2" "$3" >/dev/null; time_one DEL "$2" "$3" >/dev/null   # warm the page cache
-    for ((i = 0; i < N; i++)); do
-        add+=("$(time_one ADD "$2" "$3")")
-        ip -n "$C" -br addr show eth0 | grep -q 10.99.0. || { echo "bench/cni.sh: $1 ADD gave no address" >&2; exit 1; }
-        del+=("$(time_one DEL "$2" "$3")")
-        ! ip -n "$C" link show eth0 >/dev/null 2>&1 || { echo "bench/cni.sh: $1 DEL left eth0" >&2; exit 1; }
-    done
-    printf '%-22s ADD %6s ms   DEL %6s ms   (median of %d)\n' "$1" \
-        "$(printf '%s\n' "${add[@]}" | median | awk '{printf "%.1f", $1/1000}')" \
-        "$(printf '%s\n' "${del[@]}" | median | awk '{printf "%.1f", $1/1000}')" "$N"
+med_ms() { printf '%s\n' "$@" | median | awk '{printf "%.1f", $1/1000}'; }
+
+# round NAME BIN CONF: one ADD and one DEL, checked; appends to the NAME_add/NAME_del arrays
+round() {
+    local -n add=$1_add del=$1_del
+    add+=("$(time_one ADD "$2" "$3")")
+    ip -n "$C" -br addr show eth0 | grep -q 10.99.0. || { echo "bench/cni.sh: $1 ADD gave no address" >&2; exit 1; }
+    del+=("$(time_one DEL "$2" "$3")")
+    ! ip -n "$C" link show eth0 >/dev/null 2>&1 || { echo "bench/cni.sh: $1 DEL left eth0" >&2; exit 1; }
 }
 
 echo "# $(uname -r), $(nproc) cores; pipe $PIPE; bridge $(dpkg-query -W -f '${Version}' containernetworking-plugins 2>/dev/null)"
-bench "pipe" "$D/bin/pipe" "$conf_pipe"
-bench "bridge (reference)" "$REF/bridge" "$conf_bridge"
+pipe_add=() pipe_del=() bridge_add=() bridge_del=()
+# Warm the page cache, then alternate the two so that both see the same machine load.
+round pipe "$D/bin/pipe" "$conf_pipe"; round bridge "$REF/bridge" "$conf_bridge"
+pipe_add=() pipe_del=() bridge_add=() bridge_del=()
+for ((i = 0; i < N; i++)); do
+    round pipe "$D/bin/pipe" "$conf_pipe"
+    round bridge "$REF/bridge" "$conf_bridge"
+done
+printf '%-20s ADD %6s ms   DEL %6s ms   (median of %d, whole process)\n' \
+    pipe "$(med_ms "${pipe_add[@]}")" "$(med_ms "${pipe_del[@]}")" "$N" \
+    "bridge (reference)" "$(med_ms "${bridge_add[@]}")" "$(med_ms "${bridge_del[@]}")" "$N"

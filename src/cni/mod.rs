@@ -511,46 +511,77 @@ impl Ctx<'_> {
         let cni_ifname = self.env.ifname(ver)?;
         let net = self.network()?;
         let _lock = self.lock()?;
-        let host = self.host()?;
-        let m = store::load(net, cid, cni_ifname.as_str()).map_err(|e| {
-            self.err(
-                code::STATE,
-                format!(
-                    "cannot read {}: {e}; remove it if it is damaged",
-                    store::path(net, cid, cni_ifname.as_str()).display()
-                ),
-            )
-        })?;
-        match &m {
-            Some(m) => {
-                let r = self.teardown(m, self.env.netns.as_deref(), &host).await;
-                r.map_err(|e| self.err(code::TEARDOWN, e))?;
-            }
-            None => {
-                // No mapping (DEL twice, or after a failed ADD): only an
-                // interface carrying this attachment's exact tag is pipe's.
-                if let Some(p) = &self.env.netns
-                    && let Ok(ns) = Netns::open(p)
-                    && ns.is_netns()
-                    && netns::own_id().ok() != Some(ns.id)
-                {
-                    let ifname = self.guest_ifname(&cni_ifname)?;
-                    let guest = self.guest_nl(&ns)?;
-                    let tag = crate::state::tag(cid, ifname.as_str());
-                    if let Ok(Some(l)) = guest.link(ifname.as_str()).await
-                        && l.alias.as_deref() == Some(tag.as_str())
+        // Release the address while the links go: the IPAM plugin is a process
+        // of its own, and the two do not depend on each other.
+        let release = self.conf.ipam_type().map(|kind| {
+            let (kind, path, cid, ifname, raw, ver) = (
+                kind.to_string(),
+                self.env.path.clone(),
+                cid.to_string(),
+                cni_ifname.to_string(),
+                self.raw.to_vec(),
+                ver.to_string(),
+            );
+            std::thread::spawn(move || {
+                let call = ipam::Call {
+                    command: "DEL",
+                    container_id: &cid,
+                    ifname: &ifname,
+                    netns: None,
+                };
+                ipam::exec(&kind, &path, &call, &raw, &ver)
+            })
+        });
+        let torn: CResult<()> = async {
+            let host = self.host()?;
+            let m = store::load(net, cid, cni_ifname.as_str()).map_err(|e| {
+                self.err(
+                    code::STATE,
+                    format!(
+                        "cannot read {}: {e}; remove it if it is damaged",
+                        store::path(net, cid, cni_ifname.as_str()).display()
+                    ),
+                )
+            })?;
+            match &m {
+                Some(m) => {
+                    let r = self.teardown(m, self.env.netns.as_deref(), &host).await;
+                    r.map_err(|e| self.err(code::TEARDOWN, e))?;
+                }
+                None => {
+                    // No mapping (DEL twice, or after a failed ADD): only an
+                    // interface carrying this attachment's exact tag is pipe's.
+                    if let Some(p) = &self.env.netns
+                        && let Ok(ns) = Netns::open(p)
+                        && ns.is_netns()
+                        && netns::own_id().ok() != Some(ns.id)
                     {
-                        self.detach_label(cid, ifname.as_str(), Some(&guest), &host)
-                            .await
-                            .map_err(|e| self.err(code::TEARDOWN, e))?;
+                        let ifname = self.guest_ifname(&cni_ifname)?;
+                        let guest = self.guest_nl(&ns)?;
+                        let tag = crate::state::tag(cid, ifname.as_str());
+                        if let Ok(Some(l)) = guest.link(ifname.as_str()).await
+                            && l.alias.as_deref() == Some(tag.as_str())
+                        {
+                            self.detach_label(cid, ifname.as_str(), Some(&guest), &host)
+                                .await
+                                .map_err(|e| self.err(code::TEARDOWN, e))?;
+                        }
                     }
                 }
             }
+            Ok(())
         }
-        if let Some(kind) = self.conf.ipam_type() {
-            let call = self.ipam_call("DEL", cid, cni_ifname.as_str());
-            ipam::exec(kind, &self.env.path, &call, self.raw, ver)?;
-        }
+        .await;
+        // Wait for the release even when the teardown failed: both are reported.
+        let released = match release {
+            Some(t) => t
+                .join()
+                .unwrap_or_else(|_| Err(self.err(code::IPAM, "the IPAM release thread panicked")))
+                .map(|_| ()),
+            None => Ok(()),
+        };
+        torn?;
+        released?;
         store::remove(net, cid, cni_ifname.as_str())
             .map_err(|e| self.err(code::STATE, format!("removing pipe's CNI record: {e}")))
     }
