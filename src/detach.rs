@@ -259,6 +259,17 @@ pub async fn detach(d: &DetachSpec, dry_run: bool) -> Result<Outcome> {
     one(&store, &host, Some((&t.netns, &g)), id, &t.label, d.force, dry_run).await
 }
 
+/// Detach one attachment by identity (the CNI plugin's DEL), under its lock.
+pub async fn detach_id(
+    store: &Store,
+    host: &Netlink,
+    guest: Option<(&netns::Netns, &Netlink)>,
+    id: AttachmentId,
+    label: &str,
+) -> Result<Outcome> {
+    one(store, host, guest, id, label, false, false).await
+}
+
 /// Detach one attachment, under its lock.
 async fn one(
     store: &Store,

@@ -7,6 +7,7 @@ pub mod announce;
 pub mod apply;
 pub mod attachments;
 pub mod cli;
+pub mod cni;
 pub mod detach;
 pub mod dhcp;
 pub mod dhcp_ext;
@@ -73,6 +74,10 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 /// Parse the command line, run, print; returns the process exit code.
 pub fn main_entry() -> i32 {
+    // Runtimes exec a CNI plugin with CNI_COMMAND set and no arguments.
+    if cni::invoked() {
+        return cni::main();
+    }
     usage::main_entry()
 }
 

@@ -24,9 +24,11 @@ cd "$ROOT"
 # What the tests call: ip/bridge, ping, arping, nsenter/unshare/setpriv, busybox (udhcpc/udhcpd
 # and the Docker test image), docker/dockerd, curl (daemon readiness).
 # binutils: readelf (the .deb's Depends, the static binary check); mmdebstrap and e2fsprogs: the
-# systemd tier's root file system (tests/vm/systemd.sh).
+# systemd tier's root file system (tests/vm/systemd.sh). For the CNI tests (tests/cni.rs): podman
+# (its CNI backend, with runc), containerd (ctr run --cni), the reference plugins and IPAM
+# (containernetworking-plugins in /usr/lib/cni), jq.
 PACKAGES=(iproute2 iputils-ping iputils-arping util-linux busybox-static docker.io curl
-    ca-certificates binutils mmdebstrap e2fsprogs)
+    ca-certificates binutils mmdebstrap e2fsprogs podman runc containerd containernetworking-plugins jq)
 
 T0=$(date +%s)
 failed=()
