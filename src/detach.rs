@@ -72,18 +72,20 @@ pub fn plan(f: &Facts, why: Why) -> Result<Vec<Teardown>> {
             )));
         }
         (Some(l), None) if !force && !id.owns(l.alias.as_deref()) => {
-            return Err(Error::Refused(if crate::state::is_tag(l.alias.as_deref()) {
-                format!(
-                    "interface {ifname} of container {label} carries another attachment's tag ({}); \
+            return Err(Error::Refused(
+                if crate::state::is_tag(l.alias.as_deref()) {
+                    format!(
+                        "interface {ifname} of container {label} carries another attachment's tag ({}); \
                      pass --force to delete it anyway",
-                    l.alias.as_deref().unwrap_or_default()
-                )
-            } else {
-                format!(
-                    "interface {ifname} of container {label} was not made by pipe (no record, no pipe: alias); \
+                        l.alias.as_deref().unwrap_or_default()
+                    )
+                } else {
+                    format!(
+                        "interface {ifname} of container {label} was not made by pipe (no record, no pipe: alias); \
                      pass --force to delete it anyway"
-                )
-            }));
+                    )
+                },
+            ));
         }
         _ => {}
     }
@@ -117,7 +119,9 @@ pub fn plan(f: &Facts, why: Why) -> Result<Vec<Teardown>> {
                         .alias
                         .clone()
                         .filter(|a| {
-                            !a.is_empty() && !crate::state::is_tag(Some(a)) && a.parse::<IfName>().is_ok()
+                            !a.is_empty()
+                                && !crate::state::is_tag(Some(a))
+                                && a.parse::<IfName>().is_ok()
                         })
                         .unwrap_or_else(|| r.host_if.to_string()),
                     mtu: None,
@@ -256,7 +260,16 @@ pub async fn detach(d: &DetachSpec, dry_run: bool) -> Result<Outcome> {
     let t = target.expect("resolved");
     let id = AttachmentId::new(t.netns.id, d.ifname.clone());
     let g = guest_socket(&t.netns, &t.label)?;
-    one(&store, &host, Some((&t.netns, &g)), id, &t.label, d.force, dry_run).await
+    one(
+        &store,
+        &host,
+        Some((&t.netns, &g)),
+        id,
+        &t.label,
+        d.force,
+        dry_run,
+    )
+    .await
 }
 
 /// Detach one attachment by identity (the CNI plugin's DEL), under its lock.
@@ -281,7 +294,10 @@ async fn one(
     dry_run: bool,
 ) -> Result<Outcome> {
     let _lock = store.lock(&id, true).map_err(|e| {
-        Error::Refused(format!("taking the lock of {id} in {}: {e}", store.path().display()))
+        Error::Refused(format!(
+            "taking the lock of {id} in {}: {e}",
+            store.path().display()
+        ))
     })?;
     let mut f = observe(store, &id, label, guest.map(|g| g.1)).await?;
     if let (Some((ns, _)), Some(r)) = (guest, &f.record)
@@ -307,7 +323,11 @@ async fn one(
     }
     if f.link.is_none() && f.record.is_some() && guest.is_some() {
         // The record is of this namespace and its interface is gone: collect.
-        why = if why == Why::Recover { why } else { Why::Collect };
+        why = if why == Why::Recover {
+            why
+        } else {
+            Why::Collect
+        };
         if let Some(r) = f.record.as_mut() {
             // An explicit detach forgets a persistent attachment too.
             r.persist = false;
@@ -543,7 +563,13 @@ mod tests {
         assert!(e.to_string().contains("--force"), "{e}");
         let s = plan(&f, Why::Detach { force: true }).unwrap();
         assert!(
-            matches!(&s[..], [Teardown::DeleteGuestLink { owner: Owner::Forced, .. }]),
+            matches!(
+                &s[..],
+                [Teardown::DeleteGuestLink {
+                    owner: Owner::Forced,
+                    ..
+                }]
+            ),
             "{s:?}"
         );
         // Its own tag is enough without a record; another attachment's is not.

@@ -260,7 +260,8 @@ impl Exec<'_> {
                 replace_stale,
             } => {
                 let path = netns::link_path(name);
-                let name: crate::state::NetnsName = name.clone().try_into().map_err(Error::Refused)?;
+                let name: crate::state::NetnsName =
+                    name.clone().try_into().map_err(Error::Refused)?;
                 if *replace_stale {
                     // Stale: a dangling symlink, or one pipe made for a namespace now gone.
                     let _ = std::fs::symlink_metadata(&path)
@@ -355,7 +356,13 @@ impl Exec<'_> {
                     let master = self.ensure_bridge(bridge, &b, undo).await?;
                     r = self
                         .host
-                        .create_veth(&NewLink { master: Some(master), ..h }, &p)
+                        .create_veth(
+                            &NewLink {
+                                master: Some(master),
+                                ..h
+                            },
+                            &p,
+                        )
                         .await;
                 }
                 r.map_err(|c| {
@@ -930,12 +937,16 @@ type Outcome = std::result::Result<Option<String>, String>;
 /// same proofs the executor checks (`None`: it would leave everything as is).
 pub async fn would(op: &Teardown, cx: &Cx<'_>) -> Option<String> {
     match op {
-        Teardown::RemoveRecord(id) => Some(format!("record {}", cx.store.record_path(id).display())),
+        Teardown::RemoveRecord(id) => {
+            Some(format!("record {}", cx.store.record_path(id).display()))
+        }
         Teardown::RemoveNetnsLink { name, ns } => (cx.store.netns_mark(name.as_str()) == Some(*ns)
             && std::fs::symlink_metadata(netns::link_path(name.as_str())).is_ok())
         .then(|| format!("{}", netns::link_path(name.as_str()).display())),
         Teardown::DeleteHostLink { name, owner } => match cx.host.link(name.as_str()).await {
-            Ok(Some(l)) if owner.allows(l.alias.as_deref()) => Some(format!("host interface {name}")),
+            Ok(Some(l)) if owner.allows(l.alias.as_deref()) => {
+                Some(format!("host interface {name}"))
+            }
             _ => None,
         },
         Teardown::DeleteGuestLink { name, owner } => match cx.guest?.link(name.as_str()).await {
@@ -955,7 +966,11 @@ pub async fn would(op: &Teardown, cx: &Cx<'_>) -> Option<String> {
             }
             Some(format!(
                 "{} {name}",
-                if l.is_bridge() { "bridge" } else { "host interface" }
+                if l.is_bridge() {
+                    "bridge"
+                } else {
+                    "host interface"
+                }
             ))
         }
         Teardown::StopKeeper { .. } | Teardown::HostDownIfUnused { .. } => None,
@@ -979,8 +994,14 @@ async fn teardown_one(op: &Teardown, cx: &Cx<'_>) -> Outcome {
             _ => teardown_host(op, cx).await,
         };
     };
-    let kernel = |what: String| move |c: crate::error::KernelCause| -> Outcome {
-        if gone(c.errno) { Ok(None) } else { Err(format!("{what} ({c})")) }
+    let kernel = |what: String| {
+        move |c: crate::error::KernelCause| -> Outcome {
+            if gone(c.errno) {
+                Ok(None)
+            } else {
+                Err(format!("{what} ({c})"))
+            }
+        }
     };
     match op {
         Teardown::RestoreRoute(r) => guest
@@ -1018,7 +1039,10 @@ async fn teardown_one(op: &Teardown, cx: &Cx<'_>) -> Outcome {
                 Err(c) => return kernel(format!("looking up {name} in container {label}"))(c),
             };
             if !owner.allows(l.alias.as_deref()) {
-                debug!("{name} in {label} carries another tag ({:?}): kept", l.alias);
+                debug!(
+                    "{name} in {label} carries another tag ({:?}): kept",
+                    l.alias
+                );
                 return Ok(None);
             }
             guest
@@ -1046,8 +1070,14 @@ async fn teardown_one(op: &Teardown, cx: &Cx<'_>) -> Outcome {
 /// The operations on the host and on pipe's own state.
 async fn teardown_host(op: &Teardown, cx: &Cx<'_>) -> Outcome {
     let host = cx.host;
-    let kernel = |what: String| move |c: crate::error::KernelCause| -> Outcome {
-        if gone(c.errno) { Ok(None) } else { Err(format!("{what} ({c})")) }
+    let kernel = |what: String| {
+        move |c: crate::error::KernelCause| -> Outcome {
+            if gone(c.errno) {
+                Ok(None)
+            } else {
+                Err(format!("{what} ({c})"))
+            }
+        }
     };
     match op {
         Teardown::StopKeeper { label, ifname } => {
@@ -1059,7 +1089,9 @@ async fn teardown_host(op: &Teardown, cx: &Cx<'_>) -> Outcome {
             .set_vlan_filtering(*index, false)
             .await
             .map(|()| None)
-            .or_else(kernel(format!("turning VLAN filtering on bridge {name} off again"))),
+            .or_else(kernel(format!(
+                "turning VLAN filtering on bridge {name} off again"
+            ))),
         Teardown::DeleteHostLink { name, owner } => {
             let l = match host.link(name.as_str()).await {
                 Ok(Some(l)) => l,
@@ -1067,7 +1099,10 @@ async fn teardown_host(op: &Teardown, cx: &Cx<'_>) -> Outcome {
                 Err(c) => return kernel(format!("looking up host interface {name}"))(c),
             };
             if !owner.allows(l.alias.as_deref()) {
-                debug!("host interface {name} carries another tag ({:?}): kept", l.alias);
+                debug!(
+                    "host interface {name} carries another tag ({:?}): kept",
+                    l.alias
+                );
                 return Ok(None);
             }
             host.delete_link(l.index)
@@ -1182,7 +1217,11 @@ async fn release_shared(
         debug!("{name} is still in use: kept");
         return Ok(None);
     }
-    let what = if l.is_bridge() { "bridge" } else { "host interface" };
+    let what = if l.is_bridge() {
+        "bridge"
+    } else {
+        "host interface"
+    };
     match cx.host.delete_link(l.index).await {
         Ok(()) => Ok(Some(format!("{what} {name}"))),
         Err(c) if gone(c.errno) => Ok(None),

@@ -98,7 +98,10 @@ pub async fn collect_all(
 
     for (sub, name) in store.stale_tmp() {
         if dry_run || store.remove_in(&sub, &name).is_ok() {
-            removed.push(format!("{verb} {}", store.path().join(&sub).join(&name).display()));
+            removed.push(format!(
+                "{verb} {}",
+                store.path().join(&sub).join(&name).display()
+            ));
         }
     }
 

@@ -23,8 +23,8 @@ pub mod iproute;
 pub mod journal;
 pub mod netlink;
 pub mod netns;
-pub mod ops;
 pub mod notify;
+pub mod ops;
 pub mod p2p;
 pub mod plan;
 pub mod plan_json;
@@ -374,8 +374,16 @@ pub async fn attach_resolved(
     };
     let plan = match &facts.guest_ifname_taken {
         Some(link) => {
-            let ex = facts::existing(link, old.clone(), &facts.host_veth, host, &guest, &target, &id)
-                .await?;
+            let ex = facts::existing(
+                link,
+                old.clone(),
+                &facts.host_veth,
+                host,
+                &guest,
+                &target,
+                &id,
+            )
+            .await?;
             rerun::plan(spec, &facts, &ex, ns, &target.label)?
         }
         None => plan::plan(spec, &facts, ns)?,

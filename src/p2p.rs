@@ -308,7 +308,10 @@ pub async fn link(
     let id_b = AttachmentId::new(tb.netns.id, spec.ifname_b.clone());
     let store = crate::detach::open_store()?;
     let _lock = store.lock(&id_a, true).map_err(|e| {
-        Error::Refused(format!("taking the lock of {id_a} in {}: {e}", store.path().display()))
+        Error::Refused(format!(
+            "taking the lock of {id_a} in {}: {e}",
+            store.path().display()
+        ))
     })?;
     let old = crate::detach::load(&store, &id_a)?;
     let (xa, xb) = futures::join!(
@@ -382,7 +385,10 @@ pub async fn link(
         spec: crate::attachments::Entry {
             container: spec.a.to_string(),
             host: spec.b.to_string(),
-            addr: spec.addr_a.map(|a| a.to_string()).unwrap_or_else(|| "0/0".into()),
+            addr: spec
+                .addr_a
+                .map(|a| a.to_string())
+                .unwrap_or_else(|| "0/0".into()),
             ifname: Some(spec.ifname_a.to_string()),
             mac: None,
             vlan: None,
@@ -571,7 +577,14 @@ mod tests {
     #[test]
     fn host_routes_only_when_the_peer_is_off_prefix() {
         let s = spec("10.1.1.1/32", "10.1.1.2/32");
-        let p = plan(&s, false, false, ("a", "b"), ("pipe:1-2:eth1", "pipe:1-3:eth1")).unwrap();
+        let p = plan(
+            &s,
+            false,
+            false,
+            ("a", "b"),
+            ("pipe:1-2:eth1", "pipe:1-3:eth1"),
+        )
+        .unwrap();
         let r = render(&p, &NsRef::Named("a".into()), &NsRef::Named("b".into()));
         assert_eq!(
             r,
@@ -584,13 +597,27 @@ mod tests {
              ip -n b route replace 10.1.1.1/32 dev eth1 scope link\n"
         );
         let s = spec("10.1.1.1/30", "10.1.1.2/30");
-        let p = plan(&s, false, false, ("a", "b"), ("pipe:1-2:eth1", "pipe:1-3:eth1")).unwrap();
+        let p = plan(
+            &s,
+            false,
+            false,
+            ("a", "b"),
+            ("pipe:1-2:eth1", "pipe:1-3:eth1"),
+        )
+        .unwrap();
         assert!(
             !p.iter().any(|s| matches!(s, Step::PeerRoute { .. })),
             "{p:?}"
         );
         let s = spec("fd00::1/128", "fd00::2/128");
-        let p = plan(&s, false, false, ("a", "b"), ("pipe:1-2:eth1", "pipe:1-3:eth1")).unwrap();
+        let p = plan(
+            &s,
+            false,
+            false,
+            ("a", "b"),
+            ("pipe:1-2:eth1", "pipe:1-3:eth1"),
+        )
+        .unwrap();
         assert_eq!(
             p.iter()
                 .filter(|s| matches!(s, Step::PeerRoute { .. }))
@@ -636,7 +663,14 @@ mod tests {
         .unwrap_err();
         assert!(e.to_string().contains("own address"), "{e}");
         let s = spec("10.1.1.1/32", "10.1.1.2/32");
-        let e = plan(&s, false, true, ("a", "b"), ("pipe:1-2:eth1", "pipe:1-3:eth1")).unwrap_err();
+        let e = plan(
+            &s,
+            false,
+            true,
+            ("a", "b"),
+            ("pipe:1-2:eth1", "pipe:1-3:eth1"),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("--peer-ifname"), "{e}");
     }
 }

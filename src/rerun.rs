@@ -15,9 +15,9 @@ use crate::netlink::{Addr, Link};
 use crate::netns::LinkState;
 use crate::plan::{Facts, HostSide, NsRef, Plan, Step, gateway_on_link};
 use crate::spec::{AttachSpec, IfName};
-use crate::state::Record;
 #[cfg(test)]
 use crate::state::Kind;
+use crate::state::Record;
 
 /// What is there already, read before any change.
 #[derive(Clone, Debug)]
@@ -82,7 +82,10 @@ pub fn plan(
             }
             let hv = ex.host_veth.as_ref();
             let in_bridge = hv.is_some_and(|h| h.master == Some(b.index));
-            let rec_ok = ex.record.as_ref().is_none_or(|r| r.host_if.as_str() == b.name);
+            let rec_ok = ex
+                .record
+                .as_ref()
+                .is_none_or(|r| r.host_if.as_str() == b.name);
             if !in_bridge || !rec_ok {
                 return Err(conflict(format!("not a port of bridge {}", b.name)));
             }
@@ -107,12 +110,7 @@ pub fn plan(
                 (Some((sub, _)), Some(_)) => sub.clone(),
                 _ => p.name.parse().map_err(Error::Refused)?,
             };
-            if have_kind != want
-                || ex
-                    .record
-                    .as_ref()
-                    .is_some_and(|r| r.host_if != lower)
-            {
+            if have_kind != want || ex.record.as_ref().is_some_and(|r| r.host_if != lower) {
                 return Err(conflict(format!("not a {want} on {lower}")));
             }
             (want, lower, None)

@@ -16,7 +16,9 @@ use md5::{Digest, Md5};
 pub const IFNAMSIZ_MAX: usize = 15;
 
 /// A valid Linux interface name: 1..=15 bytes, no `/`, `:` or whitespace, not `.` or `..`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(try_from = "String", into = "String")]
 pub struct IfName(String);
 

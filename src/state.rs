@@ -127,7 +127,11 @@ impl AttachmentId {
 
 impl std::fmt::Display for AttachmentId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} in netns {}:{}", self.ifname, self.ns.dev, self.ns.ino)
+        write!(
+            f,
+            "{} in netns {}:{}",
+            self.ifname, self.ns.dev, self.ns.ino
+        )
     }
 }
 
@@ -482,7 +486,9 @@ impl Store {
                 path.display()
             ))
         })?;
-        let name = name.to_str().ok_or_else(|| io::Error::other("state dir name is not UTF-8"))?;
+        let name = name
+            .to_str()
+            .ok_or_else(|| io::Error::other("state dir name is not UTF-8"))?;
         let root = open_dir_at(&pfd, name, &path)?;
         Ok(Store { root, path })
     }
@@ -508,7 +514,9 @@ impl Store {
             Ok(fd) => fd,
             Err(Errno::ENOENT) => return Ok(None),
             Err(Errno::ELOOP) => {
-                return Err(io::Error::other("is a symlink (planted?); pipe never follows one"));
+                return Err(io::Error::other(
+                    "is a symlink (planted?); pipe never follows one",
+                ));
             }
             Err(e) => return Err(errno_io(e)),
         };
@@ -517,7 +525,10 @@ impl Store {
             return Err(io::Error::other("is not a regular file"));
         }
         if st.st_size as u64 > max {
-            return Err(io::Error::other(format!("is {} bytes, too large", st.st_size)));
+            return Err(io::Error::other(format!(
+                "is {} bytes, too large",
+                st.st_size
+            )));
         }
         let mut b = Vec::with_capacity(st.st_size as usize);
         File::from(fd).take(max + 1).read_to_end(&mut b)?;
@@ -617,9 +628,9 @@ impl Store {
             .filter_map(|n| {
                 let p = self.path.join("attachments").join(&n);
                 match Self::read_at(&d, &n, MAX_RECORD) {
-                    Ok(Some(b)) => Some(
-                        parse_record(&n, &b).map_err(|e| format!("{}: {e}", p.display())),
-                    ),
+                    Ok(Some(b)) => {
+                        Some(parse_record(&n, &b).map_err(|e| format!("{}: {e}", p.display())))
+                    }
                     Ok(None) => None,
                     Err(e) => Some(Err(format!("{}: {e}", p.display()))),
                 }
@@ -725,7 +736,11 @@ impl Store {
                 Mode::from_bits_truncate(0o600),
             )
             .map_err(errno_io)?;
-            let mut op = if exclusive { libc::LOCK_EX } else { libc::LOCK_SH };
+            let mut op = if exclusive {
+                libc::LOCK_EX
+            } else {
+                libc::LOCK_SH
+            };
             if !wait {
                 op |= libc::LOCK_NB;
             }
@@ -804,7 +819,10 @@ fn parse_record(name: &str, b: &[u8]) -> io::Result<Record> {
     {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("anchor {} is outside /var/run/netns, /run and /proc", a.display()),
+            format!(
+                "anchor {} is outside /var/run/netns, /run and /proc",
+                a.display()
+            ),
         ));
     }
     Ok(r)
@@ -815,7 +833,13 @@ mod tests {
     use super::*;
 
     fn id() -> AttachmentId {
-        AttachmentId::new(NsKey { dev: 4, ino: 4026532570 }, "eth1".parse().unwrap())
+        AttachmentId::new(
+            NsKey {
+                dev: 4,
+                ino: 4026532570,
+            },
+            "eth1".parse().unwrap(),
+        )
     }
 
     #[test]
@@ -853,15 +877,24 @@ mod tests {
         for (k, v) in [
             ("ifname", serde_json::json!("../x")),
             ("host_ifname", serde_json::json!("a/b")),
-            ("created", serde_json::json!([{"what": "netns_link", "name": "../../etc"}])),
-            ("created", serde_json::json!([{"what": "bridge", "name": "waytoolongname0123"}])),
+            (
+                "created",
+                serde_json::json!([{"what": "netns_link", "name": "../../etc"}]),
+            ),
+            (
+                "created",
+                serde_json::json!([{"what": "bridge", "name": "waytoolongname0123"}]),
+            ),
             ("anchor", serde_json::json!("/etc/passwd")),
             ("created_shared", serde_json::json!(["eth0"])),
         ] {
             let mut t = good.clone();
             t[k] = v;
             let b = serde_json::to_vec(&t).unwrap();
-            assert!(parse_record("4-4026532570@eth1.json", &b).is_err(), "{k} accepted");
+            assert!(
+                parse_record("4-4026532570@eth1.json", &b).is_err(),
+                "{k} accepted"
+            );
         }
     }
 }

@@ -121,7 +121,11 @@ fn pid_path_and_name_of_one_namespace_are_one_attachment() {
     let want = ns_key(&g.path());
     let t = std::time::Instant::now();
     while ns_key(&format!("/proc/{}/ns/net", s.pid())) != want {
-        assert!(t.elapsed().as_secs() < 5, "sleeper never entered {}", g.name);
+        assert!(
+            t.elapsed().as_secs() < 5,
+            "sleeper never entered {}",
+            g.name
+        );
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     let br = unique("br");
@@ -129,7 +133,12 @@ fn pid_path_and_name_of_one_namespace_are_one_attachment() {
     let proc_path = format!("/proc/{pid}/ns/net");
     let first = h.ok(&[&br, &g.name, "10.72.0.2/24"]);
     assert!(!first.contains("already attached"), "{first}");
-    for guest in [pid.as_str(), proc_path.as_str(), g.path().as_str(), g.name.as_str()] {
+    for guest in [
+        pid.as_str(),
+        proc_path.as_str(),
+        g.path().as_str(),
+        g.name.as_str(),
+    ] {
         let out = h.ok(&[&br, guest, "10.72.0.2/24"]);
         assert!(out.contains("already attached"), "{guest}: {out}");
     }
@@ -173,7 +182,10 @@ fn a_reused_host_end_name_belongs_to_the_new_attachment() {
     assert!(h.ns.links().contains(&x), "gc deleted b's live {x}: {out}");
     // Detaching the dead one by its old PID finds nothing of b's to delete.
     let _ = h.pipe(&["detach", &a_pid]);
-    assert!(h.ns.links().contains(&x), "detach of the dead one deleted b's {x}");
+    assert!(
+        h.ns.links().contains(&x),
+        "detach of the dead one deleted b's {x}"
+    );
     assert_eq!(eth1_addrs_of(&b), ["10.73.0.3/24"]);
     assert_eq!(h.records(), [b.record("eth1")]);
 }
@@ -215,7 +227,9 @@ fn tampered_and_planted_state_is_refused_untouched() {
     let h = Host::new();
     // Victims: links and files a forged record names.
     h.ns.ip(&["link", "add", "victim0", "type", "bridge"]);
-    h.ns.ip(&["link", "add", "victim1", "type", "veth", "peer", "name", "victim2"]);
+    h.ns.ip(&[
+        "link", "add", "victim1", "type", "veth", "peer", "name", "victim2",
+    ]);
     h.ns.ip(&["link", "set", "victim1", "alias", "pipe:web:eth1"]);
     let outside = format!("{}-outside", h.state);
     std::fs::create_dir_all(&outside).unwrap();
@@ -245,11 +259,18 @@ fn tampered_and_planted_state_is_refused_untouched() {
             serde_json::json!({"created": [{"what": "netns_link", "name": "../../tmp/x"}]}),
         ),
     );
-    plant(&h, "4-4000000125@eth1.json", record_body("../../etc", serde_json::json!({})));
+    plant(
+        &h,
+        "4-4000000125@eth1.json",
+        record_body("../../etc", serde_json::json!({})),
+    );
     plant(
         &h,
         "4-4000000126@eth1.json",
-        record_body("eth1", serde_json::json!({"anchor": format!("{outside}/precious")})),
+        record_body(
+            "eth1",
+            serde_json::json!({"anchor": format!("{outside}/precious")}),
+        ),
     );
     // A symlink planted as a record, pointing outside.
     std::os::unix::fs::symlink(
@@ -264,11 +285,19 @@ fn tampered_and_planted_state_is_refused_untouched() {
     let before = h.ns.links();
     let o = h.pipe(&["gc"]);
     let err = stderr(&o);
-    assert_eq!(o.status.code(), Some(1), "gc must report the refused records: {err}");
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "gc must report the refused records: {err}"
+    );
     for f in ["4000000124", "4000000125", "4000000126", "4000000127"] {
         assert!(err.contains(f), "{f} not reported: {err}");
     }
-    assert_eq!(h.ns.links(), before, "gc touched a link a forged record names");
+    assert_eq!(
+        h.ns.links(),
+        before,
+        "gc touched a link a forged record names"
+    );
     assert_eq!(
         std::fs::read_to_string(format!("{outside}/precious")).unwrap(),
         "keep"
@@ -276,7 +305,10 @@ fn tampered_and_planted_state_is_refused_untouched() {
     // The forged but well-formed record is collected (its namespace is dead),
     // the refused ones stay for the operator to inspect.
     let recs = h.records();
-    assert!(!recs.contains(&"4-4000000123@eth1.json".to_string()), "{recs:?}");
+    assert!(
+        !recs.contains(&"4-4000000123@eth1.json".to_string()),
+        "{recs:?}"
+    );
     assert_eq!(recs.len(), 4, "{recs:?}");
     assert!(
         std::path::Path::new(&named.path()).exists(),
@@ -316,7 +348,11 @@ fn state_is_private_whatever_the_umask_and_symlinks_are_not_followed() {
     let o = h2.pipe(&[&br, &c2.pid_s(), "10.74.0.3/24"]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("not a directory"), "{}", stderr(&o));
-    assert_eq!((h2.ns.links(), c2.links()), before, "a refused attach changed something");
+    assert_eq!(
+        (h2.ns.links(), c2.links()),
+        before,
+        "a refused attach changed something"
+    );
     assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
     let _ = std::fs::remove_dir_all(&elsewhere);
 }

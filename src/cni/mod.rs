@@ -576,8 +576,7 @@ impl Ctx<'_> {
                     {
                         let ifname = self.guest_ifname(&cni_ifname)?;
                         let guest = self.guest_nl(&ns)?;
-                        let tag =
-                            crate::state::AttachmentId::new(ns.id, ifname.clone()).tag();
+                        let tag = crate::state::AttachmentId::new(ns.id, ifname.clone()).tag();
                         if let Ok(Some(l)) = guest.link(ifname.as_str()).await
                             && l.alias.as_deref() == Some(tag.as_str())
                         {
@@ -588,8 +587,8 @@ impl Ctx<'_> {
                                 Some((&ns, &guest)),
                                 &host,
                             )
-                                .await
-                                .map_err(|e| self.err(code::TEARDOWN, e))?;
+                            .await
+                            .map_err(|e| self.err(code::TEARDOWN, e))?;
                         }
                     }
                 }
