@@ -90,7 +90,7 @@ fn fuzz_string(r: &mut Rng) -> String {
 
 #[test]
 fn parsers_never_panic() {
-    use pipe::spec::*;
+    use pipe::domain::spec::*;
     let mut r = Rng(0x9e37_79b9_7f4a_7c15);
     let t = Instant::now();
     let mut n = 0u64;
@@ -134,12 +134,12 @@ fn parsers_never_panic() {
         let _ = s.parse::<IfName>().map_err(one_line);
         let _ = s.parse::<GuestRef>().map_err(one_line);
         let _ = s.parse::<HostIfRef>().map_err(one_line);
-        let _ = s.parse::<pipe::rate::Rate>().map(|rt| {
+        let _ = s.parse::<pipe::domain::rate::Rate>().map(|rt| {
             let _ = rt.to_string();
-            let _ = pipe::rate::tbf(rt, 65535);
+            let _ = pipe::domain::rate::tbf(rt, 65535);
         });
         let _ = parse_mtu(&s);
-        let _ = pipe::cli::parse_secs(&s);
+        let _ = pipe::edge::cli::parse_secs(&s);
         let args: Vec<String> = (0..r.below(8))
             .map(|_| {
                 if r.below(4) == 0 {
@@ -149,13 +149,13 @@ fn parsers_never_panic() {
                 }
             })
             .collect();
-        if let Ok(rt) = pipe::iproute::parse_route(&args) {
+        if let Ok(rt) = pipe::domain::iproute::parse_route(&args) {
             let _ = rt.to_string();
         }
-        if let Ok(rl) = pipe::iproute::parse_rule(&args) {
+        if let Ok(rl) = pipe::domain::iproute::parse_rule(&args) {
             let _ = rl.to_string();
         }
-        let _ = pipe::iproute::ip_command("route", &args);
+        let _ = pipe::domain::iproute::ip_command("route", &args);
         let toml = format!(
             "[[attach]]\ncontainer = \"{}\"\nhost = \"{}\"\naddr = \"{}\"\n{} = {}\n",
             s.escape_default(),
@@ -173,7 +173,7 @@ fn parsers_never_panic() {
                 "-5"
             ])
         );
-        let _ = pipe::attachments::parse(&toml, "f");
+        let _ = pipe::domain::attachments::parse(&toml, "f");
         n += 1;
     }
     println!(

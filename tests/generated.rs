@@ -5,8 +5,8 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use pipe::cli::Generate;
-use pipe::generate::{files, hidden_verbs, render};
+use pipe::edge::cli::Generate;
+use pipe::edge::generate::{files, hidden_verbs, render};
 
 #[test]
 fn man_pages_and_completions_are_fresh() {

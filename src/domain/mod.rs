@@ -1,0 +1,6 @@
+pub mod attachments;
+pub mod error;
+pub mod identity;
+pub mod iproute;
+pub mod rate;
+pub mod spec;

@@ -1,0 +1,205 @@
+//! The edge: parse the command line (or hand over to the CNI plugin), run the
+//! verb, print; errors become one line and an exit code.
+
+use crate::domain::error::{Error, Result};
+use crate::domain::spec;
+use crate::edge::cli::{self, Cli};
+use crate::edge::{generate, selftest};
+use crate::sys::store::set_state_dir;
+use crate::sys::{dhcp, files};
+use crate::verbs::attach::{attach_one, check_privileges};
+use crate::verbs::{apply, detach, gc, p2p, route_cmd, wait, watch};
+
+/// Parse the command line, run, print; returns the process exit code.
+pub fn main_entry() -> i32 {
+    // Runtimes exec a CNI plugin with CNI_COMMAND set and no arguments.
+    if crate::edge::cni::invoked() {
+        return crate::edge::cni::main();
+    }
+    crate::edge::usage::main_entry()
+}
+
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Refused(format!("starting the async runtime: {e}")))
+}
+
+static JSON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// `--json` was given: results (and `--dry-run` plans) print as JSON.
+pub fn json_output() -> bool {
+    JSON.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+pub(crate) fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
+        .format_timestamp(None)
+        .init();
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    if let Some(g) = cli.generate {
+        use std::io::Write;
+        let out = generate::render(g);
+        std::io::stdout()
+            .write_all(&out)
+            .map_err(|e| Error::Refused(format!("writing to stdout: {e}")))?;
+        return Ok(());
+    }
+    // selftest keeps its records in a throwaway directory of its own.
+    if !matches!(cli.command, Some(cli::Command::Selftest { .. })) {
+        files::check_state_dir(&cli.state_dir).map_err(Error::Usage)?;
+        set_state_dir(cli.state_dir.clone());
+    }
+    let json = cli.json;
+    JSON.store(json, std::sync::atomic::Ordering::Relaxed);
+    let dry_run = cli.dry_run;
+    if let Some(cmd) = cli.command {
+        return run_command(cmd, dry_run, json);
+    }
+    if cli.wait {
+        let timeout = cli.timeout;
+        let ifname = cli.ifname.to_string();
+        let addr = runtime()?.block_on(wait::wait(&ifname, timeout))?;
+        if json {
+            println!("{}", serde_json::json!({"ifname": ifname, "address": addr}));
+        } else {
+            println!("{ifname} ready with {addr}");
+        }
+        return Ok(());
+    }
+    let persist = cli.persist;
+    let spec = cli.into_spec()?;
+    runtime()?.block_on(async {
+        check_privileges()?;
+        if let Some(r) = attach_one(&spec, dry_run, persist).await? {
+            println!("{}", if json { r.json() } else { r.line() });
+        }
+        Ok(())
+    })
+}
+
+fn run_command(cmd: cli::Command, dry_run: bool, json: bool) -> Result<()> {
+    use cli::Command;
+    let rt = runtime()?;
+    check_privileges()?;
+    match cmd {
+        Command::Detach {
+            guest,
+            ifname,
+            force,
+            timeout,
+        } => {
+            let d = detach::DetachSpec {
+                guest,
+                ifname,
+                force,
+                timeout,
+            };
+            let out = rt.block_on(detach::detach(&d, dry_run))?;
+            if dry_run {
+                return Ok(());
+            }
+            if json {
+                println!("{}", serde_json::to_string(&out).unwrap_or_default());
+            } else if out.removed.is_empty() {
+                println!("{} {} detached", out.container, out.ifname);
+            } else {
+                println!(
+                    "{} {} detached (removed {})",
+                    out.container,
+                    out.ifname,
+                    out.removed.join(", ")
+                );
+            }
+            Ok(())
+        }
+        Command::Apply { file, persist } => {
+            let sum = rt.block_on(apply::apply(&file, dry_run, persist))?;
+            if json {
+                println!("{}", serde_json::to_string(&sum).unwrap_or_default());
+            } else {
+                for r in &sum.results {
+                    println!("{}", r.line());
+                }
+                for e in &sum.errors {
+                    eprintln!("pipe: {e}");
+                }
+                println!("{}", sum.line());
+            }
+            if sum.failed > 0 && dry_run {
+                return Err(Error::Refused(format!(
+                    "{} of {} attachments would fail (see above); nothing was changed",
+                    sum.failed, sum.entries
+                )));
+            }
+            if sum.failed > 0 {
+                return Err(Error::Refused(format!(
+                    "{} of {} attachments failed (each was rolled back; the others stay)",
+                    sum.failed,
+                    sum.failed + sum.attached + sum.already_attached
+                )));
+            }
+            Ok(())
+        }
+        Command::Gc => {
+            let removed = rt.block_on(gc::gc(dry_run))?;
+            if json {
+                println!("{}", serde_json::json!({ "removed": removed }));
+            } else if removed.is_empty() {
+                println!("nothing to clean up");
+            } else {
+                for r in removed {
+                    println!("{r}");
+                }
+            }
+            Ok(())
+        }
+        Command::Watch { file, once } => rt.block_on(watch::watch(&file, once)),
+        Command::Route { guest, args } => {
+            route_cmd::run(&rt, route_cmd::Verb3::Route, guest, args, dry_run)
+        }
+        Command::Rule { guest, args } => {
+            route_cmd::run(&rt, route_cmd::Verb3::Rule, guest, args, dry_run)
+        }
+        Command::Link {
+            guest_a,
+            addr_a,
+            guest_b,
+            addr_b,
+            ifname,
+            peer_ifname,
+            mtu,
+            timeout,
+        } => {
+            for a in [&addr_a, &addr_b] {
+                spec::check_mtu_family(mtu, a).map_err(Error::Usage)?;
+            }
+            let spec =
+                p2p::LinkSpec::new(guest_a, addr_a, guest_b, addr_b, ifname, peer_ifname, mtu)?;
+            if let Some(r) = rt.block_on(p2p::link(&spec, timeout, dry_run))? {
+                if json {
+                    println!("{}", serde_json::to_string(&r).unwrap_or_default());
+                } else {
+                    println!("{}", r.line());
+                }
+            }
+            Ok(())
+        }
+        Command::DhcpKeeper { state } => dhcp::keep(&state),
+        Command::Tc { guest, args } => {
+            route_cmd::run(&rt, route_cmd::Verb3::Tc, guest, args, dry_run)
+        }
+        Command::Selftest { keep, clean } => {
+            selftest::run(&rt, selftest::Options { keep, clean, json })
+        }
+    }
+}

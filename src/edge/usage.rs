@@ -1,0 +1,307 @@
+//! The process edge: argv in, one line (and with `--json` one JSON object) out.
+//!
+//! - Options given before a verb (`pipe --state-dir X gc`, `pipe -n route ...`)
+//!   are moved after it, so options may appear anywhere for every verb.
+//! - clap's errors keep their content (what is missing, the allowed values,
+//!   the conflicting option) but fit on one line.
+//! - Control characters in messages are escaped: an error is exactly one line.
+//! - With `--json`, an error is also one JSON object on stdout.
+
+use std::ffi::OsString;
+
+use clap::CommandFactory;
+
+use crate::edge::cli::Cli;
+
+/// Parse the command line, run, print; returns the process exit code.
+pub fn main_entry() -> i32 {
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    let json = wants_json(&argv);
+    let argv = hoist_verb(&Cli::command(), argv);
+    let cli = match <Cli as clap::Parser>::try_parse_from(argv) {
+        Ok(c) => c,
+        Err(e) => return clap_error(e, json),
+    };
+    crate::edge::run::init_logging(cli.verbose);
+    match crate::edge::run::run(cli) {
+        Ok(()) => 0,
+        Err(e) => fail(&e.to_string(), e.exit_code(), json),
+    }
+}
+
+/// Print one error: `pipe: MSG` on stderr, and with `--json` also
+/// `{"error": MSG, "kind": "usage"|"failure", "exit_code": N}` on stdout.
+pub fn fail(msg: &str, code: i32, json: bool) -> i32 {
+    let msg = escape(msg);
+    if json {
+        let kind = if code == 2 { "usage" } else { "failure" };
+        println!(
+            "{}",
+            serde_json::json!({"error": msg, "kind": kind, "exit_code": code})
+        );
+    }
+    eprintln!("pipe: {msg}");
+    code
+}
+
+/// `--json` among the options (before any `--`).
+fn wants_json(argv: &[OsString]) -> bool {
+    argv.iter()
+        .skip(1)
+        .take_while(|a| *a != "--")
+        .any(|a| a == "--json")
+}
+
+/// Escape control characters (newlines, escapes, NUL...) so that a message
+/// stays one line and cannot drive the terminal.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            // Bidirectional overrides and line/paragraph separators reorder or
+            // break what the terminal shows.
+            '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => {
+                out.push_str(&format!("\\u{{{:x}}}", c as u32))
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Move the options written before a verb to just after it:
+/// `pipe -n --state-dir X route web add ...` -> `pipe route -n --state-dir X web add ...`.
+/// Anything the scan does not understand is left for clap to report.
+pub fn hoist_verb(cmd: &clap::Command, argv: Vec<OsString>) -> Vec<OsString> {
+    let takes_value = |a: &clap::Arg| a.get_action().takes_values();
+    let mut i = 1;
+    while i < argv.len() {
+        let Some(a) = argv[i].to_str() else {
+            return argv;
+        };
+        if a == "--" {
+            return argv;
+        }
+        if let Some(long) = a.strip_prefix("--") {
+            if long.contains('=') {
+                i += 1;
+                continue;
+            }
+            match cmd.get_arguments().find(|x| x.get_long() == Some(long)) {
+                Some(x) if takes_value(x) => i += 2,
+                Some(_) => i += 1,
+                None => return argv,
+            }
+            continue;
+        }
+        if let Some(shorts) = a.strip_prefix('-')
+            && !shorts.is_empty()
+        {
+            let n = shorts.chars().count();
+            let mut skip = 1;
+            for (k, c) in shorts.chars().enumerate() {
+                match cmd.get_arguments().find(|x| x.get_short() == Some(c)) {
+                    Some(x) if takes_value(x) => {
+                        if k + 1 == n {
+                            skip = 2;
+                        }
+                        break;
+                    }
+                    Some(_) => {}
+                    None => return argv,
+                }
+            }
+            i += skip;
+            continue;
+        }
+        // The first positional word: a verb when it names one.
+        if i > 1 && cmd.find_subcommand(a).is_some() {
+            let mut out = Vec::with_capacity(argv.len());
+            out.push(argv[0].clone());
+            out.push(argv[i].clone());
+            out.extend(argv[1..i].iter().cloned());
+            out.extend(argv[i + 1..].iter().cloned());
+            return out;
+        }
+        return argv;
+    }
+    argv
+}
+
+/// clap's help and version go out as they are; its errors become one line.
+fn clap_error(e: clap::Error, json: bool) -> i32 {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            0
+        }
+        _ => fail(&clap_message(&e), 2, json),
+    }
+}
+
+fn strings(v: Option<&clap::error::ContextValue>) -> Vec<String> {
+    use clap::error::ContextValue as V;
+    match v {
+        Some(V::String(s)) => vec![s.clone()],
+        Some(V::Strings(v)) => v.clone(),
+        Some(V::StyledStr(s)) => vec![s.to_string()],
+        Some(V::StyledStrs(v)) => v.iter().map(|s| s.to_string()).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The first usage line clap would print, without "Usage: ".
+fn usage_line(e: &clap::Error) -> Option<String> {
+    let u = strings(e.get(clap::error::ContextKind::Usage));
+    let u = u.first()?;
+    let first = u.lines().next()?.trim();
+    Some(
+        first
+            .strip_prefix("Usage:")
+            .unwrap_or(first)
+            .trim()
+            .to_string(),
+    )
+}
+
+/// One line that keeps everything clap said: what is missing, the allowed
+/// values, the conflicting argument, the suggestion.
+pub fn clap_message(e: &clap::Error) -> String {
+    use clap::error::{ContextKind, ErrorKind};
+    let invalid = strings(e.get(ContextKind::InvalidArg));
+    if e.kind() == ErrorKind::UnknownArgument
+        && let Some(a) = invalid.first()
+    {
+        let flag = a.split('=').next().unwrap_or(a);
+        if flag == "--save" || flag == "--restore" {
+            return format!(
+                "pipe has no {flag}: list the attachments in a file ([[attach]] tables, see pipe watch --help) \
+                 and run `pipe apply FILE` to apply them, or `pipe watch --file FILE` (or attach with --persist) \
+                 to apply them again each time the container starts"
+            );
+        }
+    }
+    if e.kind() == ErrorKind::MissingRequiredArgument && !invalid.is_empty() {
+        let names: Vec<String> = invalid
+            .iter()
+            .map(|s| s.trim_start_matches('<').trim_end_matches('>').to_string())
+            .collect();
+        return match usage_line(e) {
+            Some(u) => format!("missing {} (usage: {u})", names.join(", ")),
+            None => format!("missing {}; see pipe --help", names.join(", ")),
+        };
+    }
+    let text = e.render().to_string();
+    let mut out = String::new();
+    let mut after_colon = false;
+    let mut first_item = true;
+    for line in text.lines() {
+        let t = line.trim();
+        if t.is_empty() {
+            continue;
+        }
+        if t.starts_with("Usage:") || t.starts_with("For more information") {
+            break;
+        }
+        let t = t.strip_prefix("error: ").unwrap_or(t);
+        if out.is_empty() {
+            out.push_str(t);
+        } else if after_colon {
+            out.push_str(if first_item { " " } else { ", " });
+            out.push_str(t);
+            first_item = false;
+            continue;
+        } else {
+            out.push_str("; ");
+            out.push_str(t);
+        }
+        after_colon = t.ends_with(':');
+        first_item = true;
+    }
+    if out.is_empty() {
+        out.push_str("invalid arguments");
+    }
+    match (e.kind(), usage_line(e)) {
+        (ErrorKind::ArgumentConflict, Some(u)) => format!("{out} (usage: {u})"),
+        _ => format!("{out} (see pipe --help)"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hoist(args: &[&str]) -> Vec<String> {
+        let argv = std::iter::once("pipe")
+            .chain(args.iter().copied())
+            .map(OsString::from)
+            .collect();
+        hoist_verb(&Cli::command(), argv)
+            .into_iter()
+            .skip(1)
+            .map(|s| s.into_string().unwrap())
+            .collect()
+    }
+
+    fn err(args: &[&str]) -> String {
+        let argv: Vec<OsString> = std::iter::once("pipe")
+            .chain(args.iter().copied())
+            .map(OsString::from)
+            .collect();
+        let argv = hoist_verb(&Cli::command(), argv);
+        let e = <Cli as clap::Parser>::try_parse_from(argv).unwrap_err();
+        clap_message(&e)
+    }
+
+    #[test]
+    fn options_before_a_verb_move_after_it() {
+        assert_eq!(
+            hoist(&["--state-dir", "/x", "gc"]),
+            ["gc", "--state-dir", "/x"]
+        );
+        assert_eq!(hoist(&["--json", "gc"]), ["gc", "--json"]);
+        assert_eq!(hoist(&["-n", "detach", "web"]), ["detach", "-n", "web"]);
+        assert_eq!(
+            hoist(&["-nv", "route", "web", "add", "default"]),
+            ["route", "-nv", "web", "add", "default"]
+        );
+        assert_eq!(
+            hoist(&["-i", "gc", "br1", "web", "0/0"]),
+            ["-i", "gc", "br1", "web", "0/0"]
+        );
+        assert_eq!(hoist(&["br1", "gc", "0/0"]), ["br1", "gc", "0/0"]);
+        assert_eq!(hoist(&["--state-dir=/x", "gc"]), ["gc", "--state-dir=/x"]);
+    }
+
+    #[test]
+    fn clap_errors_are_one_line_with_their_content() {
+        let e = err(&["br1", "web"]);
+        assert!(e.starts_with("missing ADDR[@GATEWAY] (usage: pipe "), "{e}");
+        let e = err(&["detach"]);
+        assert!(e.starts_with("missing GUEST (usage: pipe detach"), "{e}");
+        let e = err(&["link", "a", "1.1.1.1/32", "b"]);
+        assert!(e.starts_with("missing ADDR_B"), "{e}");
+        let e = err(&["--macvlan-mode", "foo", "eth0", "1", "0/0"]);
+        assert!(e.contains("bridge, private, vepa, passthru"), "{e}");
+        let e = err(&["--wait", "br1", "x", "1.2.3.4/24"]);
+        assert!(
+            e.contains("cannot be used with") && e.contains("HOST_IF"),
+            "{e}"
+        );
+        let e = err(&["--save", "x"]);
+        assert!(e.contains("pipe apply FILE"), "{e}");
+        assert!(!e.contains('\n'));
+    }
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(escape("a\nb\x1b[31m\u{202e}"), "a\\nb\\u{1b}[31m\\u{202e}");
+    }
+}

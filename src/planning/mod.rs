@@ -1,0 +1,5 @@
+pub mod attach;
+pub mod journal;
+pub mod ops;
+pub mod rerun;
+pub mod vlan;

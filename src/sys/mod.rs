@@ -1,0 +1,10 @@
+pub mod announce;
+pub mod dhcp;
+pub mod dhcp_ext;
+pub mod docker;
+pub mod files;
+pub mod guest;
+pub mod netlink;
+pub mod netns;
+pub mod notify;
+pub mod store;

@@ -1,0 +1,345 @@
+//! Network namespace handles: open once, open a netlink socket inside, and
+//! link into /var/run/netns for users of `ip netns`.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use log::debug;
+use nix::sched::{CloneFlags, setns};
+
+use crate::domain::identity::{NetnsName, NsKey};
+use crate::sys::store::Store;
+
+pub const NETNS_RUN_DIR: &str = "/var/run/netns";
+
+/// A namespace's identity: the (device, inode) of its nsfs file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NsId {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+/// An open network namespace, held for the whole run (no PID-reuse race).
+#[derive(Debug)]
+pub struct Netns {
+    pub fd: OwnedFd,
+    pub id: NsId,
+    /// The path it was opened from (for messages and `--dry-run`).
+    pub path: PathBuf,
+}
+
+impl Netns {
+    pub fn open(path: &Path) -> io::Result<Netns> {
+        // O_NONBLOCK: a FIFO given as a namespace must not hang the open; an
+        // nsfs file is a regular file, anything else is refused here.
+        let f: File = crate::sys::files::open_nonblocking(path)?;
+        let md = f.metadata()?;
+        if !md.file_type().is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("it is {}", crate::sys::files::kind_of(md.file_type())),
+            ));
+        }
+        Ok(Netns {
+            fd: f.into(),
+            id: NsId {
+                dev: md.dev(),
+                ino: md.ino(),
+            },
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Is this file a network namespace at all? Compares with our own netns's
+    /// filesystem (nsfs): any other file would fail later in `setns`.
+    pub fn is_netns(&self) -> bool {
+        // One ioctl would say it exactly (NS_GET_NSTYPE); a stat comparison is
+        // enough to reject a regular file or directory.
+        own_id().map(|o| o.dev == self.id.dev).unwrap_or(false)
+    }
+}
+
+/// The calling thread's network namespace.
+pub fn own_id() -> io::Result<NsId> {
+    let md = std::fs::metadata("/proc/thread-self/ns/net")?;
+    Ok(NsId {
+        dev: md.dev(),
+        ino: md.ino(),
+    })
+}
+
+/// A netlink route socket created inside `ns`.
+///
+/// Namespace membership is per thread and a socket stays in the namespace it
+/// was created in, so a short-lived thread enters `ns`, opens the socket and
+/// exits; no other code ever runs in the wrong namespace.
+pub fn socket_in(ns: &Netns) -> io::Result<netlink_sys::Socket> {
+    let fd = ns.fd.try_clone()?;
+    std::thread::spawn(move || -> io::Result<netlink_sys::Socket> {
+        setns(fd.as_fd(), CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
+        netlink_sys::Socket::new(netlink_sys::protocols::NETLINK_ROUTE)
+    })
+    .join()
+    .map_err(|_| io::Error::other("netns thread panicked"))?
+}
+
+/// Run `f` on a short-lived thread that has entered `ns`, and return what it
+/// returns. For creating sockets (packet, UDP, netlink) that must live in the
+/// container's namespace: the thread does nothing else, and exits afterwards.
+pub fn run_in<T, F>(ns: &Netns, f: F) -> io::Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> io::Result<T> + Send + 'static,
+{
+    let fd = ns.fd.try_clone()?;
+    std::thread::spawn(move || -> io::Result<T> {
+        setns(fd.as_fd(), CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
+        f()
+    })
+    .join()
+    .map_err(|_| io::Error::other("netns thread panicked"))?
+}
+
+/// Write a net sysctl (`net/ipv6/conf/eth1/accept_ra`) of namespace `ns`:
+/// /proc/sys/net shows the namespace of the thread that opens it.
+pub fn set_sysctl(ns: &Netns, key: &str, value: &str) -> io::Result<()> {
+    let path = format!("/proc/sys/{key}");
+    let value = value.to_string();
+    debug!("netns: sysctl {key}={value}");
+    run_in(ns, move || std::fs::write(&path, value.as_bytes()))
+}
+
+/// What is at /var/run/netns/NAME now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkState {
+    Missing,
+    /// Already a link to this very namespace.
+    Same,
+    /// A dangling symlink (the process is gone), or a symlink pipe made for this
+    /// name that now leads to another namespace (the container restarted).
+    Stale,
+    /// A link to another namespace that is still in use.
+    Other,
+}
+
+pub fn link_path(name: &str) -> PathBuf {
+    Path::new(NETNS_RUN_DIR).join(name)
+}
+
+pub fn link_state(name: &str, ns: &Netns) -> io::Result<LinkState> {
+    let p = link_path(name);
+    let lmd = match std::fs::symlink_metadata(&p) {
+        Ok(md) => md,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(LinkState::Missing),
+        Err(e) => return Err(e),
+    };
+    let md = match std::fs::metadata(&p) {
+        Ok(md) => md,
+        // A symlink to /proc/PID/ns/net of a process that is gone: harmless.
+        Err(e) if e.kind() == io::ErrorKind::NotFound && lmd.file_type().is_symlink() => {
+            return Ok(LinkState::Stale);
+        }
+        Err(e) => return Err(e),
+    };
+    let id = NsId {
+        dev: md.dev(),
+        ino: md.ino(),
+    };
+    if id == ns.id {
+        return Ok(LinkState::Same);
+    }
+    // A symlink pipe made for this name that now leads elsewhere: the container
+    // restarted and its old PID was reused. Anything else (`ip netns add`,
+    // `ip netns attach`, another tool's link) is not ours to replace.
+    if lmd.file_type().is_symlink() && created_by_pipe(name) {
+        return Ok(LinkState::Stale);
+    }
+    Ok(LinkState::Other)
+}
+
+/// Did pipe make /var/run/netns/NAME (rather than `ip netns add` or a user)?
+pub fn created_by_pipe(name: &str) -> bool {
+    crate::sys::store::Store::open()
+        .ok()
+        .and_then(|s| s.netns_mark(name))
+        .is_some()
+}
+
+/// Does `path` (followed) lead to the namespace `id`?
+pub fn path_is(path: &Path, id: NsId) -> bool {
+    std::fs::metadata(path).is_ok_and(|md| md.dev() == id.dev && md.ino() == id.ino)
+}
+
+/// The namespace's cookie (`SO_NETNS_COOKIE`): unlike the nsfs inode, which
+/// the kernel reuses soon after a namespace dies, it is never reused while the
+/// machine runs. `None` on kernels before 5.14.
+pub fn cookie_of_socket(fd: std::os::fd::RawFd) -> Option<u64> {
+    const SO_NETNS_COOKIE: libc::c_int = 71;
+    let mut v: u64 = 0;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `v`.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            SO_NETNS_COOKIE,
+            (&mut v as *mut u64).cast(),
+            &mut len,
+        )
+    };
+    (r == 0).then_some(v)
+}
+
+/// The cookie of the calling thread's namespace.
+pub fn own_cookie() -> Option<u64> {
+    use std::os::fd::AsRawFd;
+    // Any socket will do; a netlink one needs no address in the namespace.
+    let s = netlink_sys::Socket::new(netlink_sys::protocols::NETLINK_ROUTE).ok()?;
+    cookie_of_socket(s.as_raw_fd())
+}
+
+/// The cookie of namespace `ns` (a socket is opened inside it for the question).
+pub fn cookie(ns: &Netns) -> Option<u64> {
+    use std::os::fd::AsRawFd;
+    let s = socket_in(ns).ok()?;
+    cookie_of_socket(s.as_raw_fd())
+}
+
+/// Open the namespace `id` if it still exists: through `anchor` (a bind
+/// mount) when that still has its inode, else through a process living in it.
+pub fn find(id: NsId, anchor: Option<&Path>) -> Option<Netns> {
+    if let Some(a) = anchor
+        && let Ok(ns) = Netns::open(a)
+        && ns.id == id
+    {
+        return Some(ns);
+    }
+    let pid = process_in(id)?;
+    Netns::open(&PathBuf::from(format!("/proc/{pid}/ns/net")))
+        .ok()
+        .filter(|ns| ns.id == id)
+}
+
+/// A process living in namespace `id`, if any.
+pub fn process_in(id: NsId) -> Option<u32> {
+    let rd = std::fs::read_dir("/proc").ok()?;
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let Some(s) = name.to_str() else { continue };
+        let Ok(pid) = s.parse::<u32>() else { continue };
+        if let Ok(md) = std::fs::metadata(format!("/proc/{s}/ns/net"))
+            && md.dev() == id.dev
+            && md.ino() == id.ino
+        {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+/// Does namespace `id` exist: a process in it, or a name under /var/run/netns?
+pub fn exists(id: NsId) -> bool {
+    if let Ok(rd) = std::fs::read_dir(NETNS_RUN_DIR) {
+        for e in rd.flatten() {
+            if path_is(&e.path(), id) {
+                return true;
+            }
+        }
+    }
+    any_process_in(id)
+}
+
+/// Does any process live in the namespace `id`? Only used on the rare path
+/// where a name is already taken by another namespace.
+pub fn any_process_in(id: NsId) -> bool {
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return true;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let Some(s) = name.to_str() else { continue };
+        if !s.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        if let Ok(md) = std::fs::metadata(format!("/proc/{s}/ns/net"))
+            && md.dev() == id.dev
+            && md.ino() == id.ino
+        {
+            return true;
+        }
+    }
+    false
+}
+
+/// Link /var/run/netns/NAME to the namespace as pipework did: a symlink to
+/// /proc/PID/ns/net. Unlike a bind mount (`ip netns attach`), a symlink does not
+/// keep the namespace alive, so `docker stop` still tears the container's
+/// network down, host-side veth ends included; once the process is gone the
+/// link dangles and the next attach replaces it. pipe itself never acts through
+/// the link (it holds the namespace's descriptor), so a recycled PID cannot
+/// misdirect an attach. The marker (which namespace pipe made the link for) is
+/// written first: a crash in between leaves a marker without a link, which gc
+/// removes, never a link pipe cannot prove it made.
+pub fn create_link(store: &Store, name: &NetnsName, ns: &Netns) -> io::Result<()> {
+    std::fs::create_dir_all(NETNS_RUN_DIR)?;
+    let p = link_path(name.as_str());
+    store.mark_netns(name, ns.id.into())?;
+    debug!("netns: link {} -> {}", p.display(), ns.path.display());
+    if let Err(e) = std::os::unix::fs::symlink(&ns.path, &p) {
+        let _ = store.unmark_netns(name.as_str());
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Remove /var/run/netns/NAME if pipe made it for namespace `ns`: the marker
+/// must name that namespace and the link must be a symlink (pipe never makes
+/// bind mounts, and never unmounts one: those are `ip netns add`'s). Missing is done.
+pub fn remove_link(store: &Store, name: &str, ns: NsKey) -> io::Result<bool> {
+    match store.netns_mark(name) {
+        Some(m) if m == ns => {}
+        // Not ours (or another namespace's now): leave it.
+        _ => return Ok(false),
+    }
+    let p = link_path(name);
+    match std::fs::symlink_metadata(&p) {
+        Ok(md) if md.file_type().is_symlink() => {
+            debug!("netns: unlink {}", p.display());
+            match std::fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(_) => {
+            // Someone replaced our symlink with something else: not ours any more.
+            store.unmark_netns(name)?;
+            return Ok(false);
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    store.unmark_netns(name)?;
+    Ok(true)
+}
+
+impl From<NsId> for crate::domain::identity::NsKey {
+    fn from(n: NsId) -> crate::domain::identity::NsKey {
+        crate::domain::identity::NsKey {
+            dev: n.dev,
+            ino: n.ino,
+        }
+    }
+}
+
+impl From<crate::domain::identity::NsKey> for NsId {
+    fn from(k: crate::domain::identity::NsKey) -> NsId {
+        NsId {
+            dev: k.dev,
+            ino: k.ino,
+        }
+    }
+}

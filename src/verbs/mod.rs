@@ -1,0 +1,11 @@
+pub mod apply;
+pub mod attach;
+pub mod detach;
+pub mod facts;
+pub mod gc;
+pub mod p2p;
+pub mod precheck;
+pub mod report;
+pub mod route_cmd;
+pub mod wait;
+pub mod watch;
