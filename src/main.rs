@@ -1,3 +1,3 @@
 fn main() {
-    std::process::exit(pipe::edge::run::main_entry());
+    std::process::exit(pipe::edge::usage::main_entry());
 }

@@ -21,7 +21,7 @@ pub enum Error {
         hint: Option<String>,
     },
     #[error("{0}")]
-    Docker(#[from] crate::sys::docker::DockerError),
+    Docker(#[from] DockerError),
     /// An attach failed and was rolled back; `undo_failures` lists what the
     /// rollback itself could not undo (empty when the host is clean again).
     #[error("{cause}; {}", rollback_summary(.undo_failures))]
@@ -138,5 +138,86 @@ fn rollback_summary(fails: &[String]) -> String {
             "rollback could not undo: {} (remove these by hand)",
             fails.join(", ")
         )
+    }
+}
+
+/// Why a container could not be resolved. Each message is one line that names the container or
+/// the daemon, says what failed and how to fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum DockerError {
+    #[error(
+        "cannot reach the Docker daemon at {host}: {reason}; start dockerd or point DOCKER_HOST \
+         at it, or pass the container's PID or a netns path instead of its name"
+    )]
+    Unreachable { host: String, reason: String },
+
+    #[error(
+        "DOCKER_HOST={host} is not supported ({why}); use unix:///PATH or tcp://HOST:PORT, or \
+         pass the container's PID or a netns path instead of its name"
+    )]
+    UnsupportedHost { host: String, why: &'static str },
+
+    #[error("no such container: {query}; list containers with docker ps -a")]
+    NoSuchContainer { query: String },
+
+    #[error(
+        "container ID prefix {query} matches more than one container; give more characters of \
+         the ID, or the container's name"
+    )]
+    Ambiguous { query: String },
+
+    #[error("container {name} is {state}; {}", stopped_fix(.name, .state))]
+    NotRunning { name: String, state: String },
+
+    /// Transient: the container is starting and has no PID yet. [`resolve`] keeps polling and
+    /// turns this into [`DockerError::StillStarting`] when its timeout runs out.
+    #[error("container {name} is {state} and has no process yet")]
+    Starting { name: String, state: String },
+
+    #[error("container {name} is still {state} after {}; {}", secs(.waited), starting_fix(.name, .state))]
+    StillStarting {
+        name: String,
+        state: String,
+        waited: std::time::Duration,
+    },
+
+    #[error(
+        "the Docker daemon at {host} failed to inspect container {query}: {message}; pass the \
+         container's PID or a netns path instead of its name"
+    )]
+    Api {
+        host: String,
+        query: String,
+        message: String,
+    },
+
+    #[error(
+        "the Docker daemon gave an unusable answer for container {query} ({what}); pass the \
+         container's PID instead of its name"
+    )]
+    BadResponse { query: String, what: String },
+}
+
+fn stopped_fix(name: &str, state: &str) -> String {
+    match state {
+        "paused" => format!("resume it with docker unpause {name}"),
+        "dead" => format!("remove it with docker rm {name} and run it again"),
+        "removing" => "it is being removed; run a new container".to_string(),
+        _ => format!("start it with docker start {name}"),
+    }
+}
+
+fn starting_fix(name: &str, state: &str) -> String {
+    match state {
+        "created" => format!("start it with docker start {name}, or raise --timeout"),
+        _ => format!("see docker logs {name}, or raise --timeout"),
+    }
+}
+
+fn secs(d: &std::time::Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{:.2}s", d.as_secs_f64())
     }
 }

@@ -2,5 +2,6 @@ pub mod attachments;
 pub mod error;
 pub mod identity;
 pub mod iproute;
+pub mod output;
 pub mod rate;
 pub mod spec;

@@ -12,6 +12,9 @@ use std::time::Duration;
 use ipnetwork::IpNetwork;
 use md5::{Digest, Md5};
 
+/// Longest `--timeout` (and `PIPE_DHCP_TIMEOUT`): a day, in seconds.
+pub const MAX_TIMEOUT_SECS: f64 = 86_400.0;
+
 /// Longest interface name the kernel accepts (IFNAMSIZ - 1).
 pub const IFNAMSIZ_MAX: usize = 15;
 

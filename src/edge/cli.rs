@@ -424,7 +424,7 @@ impl Cli {
 }
 
 /// The longest `--timeout`: a day.
-pub const MAX_TIMEOUT_SECS: f64 = 86_400.0;
+pub use crate::domain::spec::MAX_TIMEOUT_SECS;
 
 /// A `--timeout` value: seconds (fractions allowed), 0 to 86400.
 pub fn parse_secs(s: &str) -> std::result::Result<Duration, String> {
@@ -582,5 +582,40 @@ mod tests {
             .into_spec()
             .unwrap_err();
         assert_eq!(e.exit_code(), 2);
+    }
+}
+
+#[cfg(test)]
+mod doc_tests {
+    use super::*;
+
+    #[test]
+    fn watch_help_example_parses() {
+        // `pipe watch --help` (and the man page) show this example.
+        let ex: String = WATCH_HELP
+            .lines()
+            .filter_map(|l| l.strip_prefix("  "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let v = crate::domain::attachments::parse(&ex, "help").unwrap();
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].1.vlan.unwrap().get(), 100);
+    }
+
+    #[test]
+    fn systemd_unit_runs_a_valid_command() {
+        use clap::Parser;
+        let unit = include_str!("../../contrib/pipe-watch.service");
+        let exec = unit
+            .lines()
+            .find_map(|l| l.strip_prefix("ExecStart="))
+            .expect("ExecStart=");
+        let args: Vec<&str> = exec.split_whitespace().collect();
+        assert!(args[0].ends_with("/pipe"), "{exec}");
+        let cli = Cli::try_parse_from(args).unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Watch { once: false, .. })
+        ));
     }
 }

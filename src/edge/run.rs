@@ -10,27 +10,11 @@ use crate::sys::{dhcp, files};
 use crate::verbs::attach::{attach_one, check_privileges};
 use crate::verbs::{apply, detach, gc, p2p, route_cmd, wait, watch};
 
-/// Parse the command line, run, print; returns the process exit code.
-pub fn main_entry() -> i32 {
-    // Runtimes exec a CNI plugin with CNI_COMMAND set and no arguments.
-    if crate::edge::cni::invoked() {
-        return crate::edge::cni::main();
-    }
-    crate::edge::usage::main_entry()
-}
-
-pub fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::Refused(format!("starting the async runtime: {e}")))
-}
-
-static JSON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+use crate::sys::runtime::runtime;
 
 /// `--json` was given: results (and `--dry-run` plans) print as JSON.
 pub fn json_output() -> bool {
-    JSON.load(std::sync::atomic::Ordering::Relaxed)
+    crate::domain::output::json()
 }
 
 pub(crate) fn init_logging(verbose: u8) {
@@ -60,7 +44,7 @@ pub fn run(cli: Cli) -> Result<()> {
         set_state_dir(cli.state_dir.clone());
     }
     let json = cli.json;
-    JSON.store(json, std::sync::atomic::Ordering::Relaxed);
+    crate::domain::output::set_json(json);
     let dry_run = cli.dry_run;
     if let Some(cmd) = cli.command {
         return run_command(cmd, dry_run, json);

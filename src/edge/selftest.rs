@@ -499,7 +499,7 @@ fn detach_all(w: &World) -> Result<String> {
             timeout: Duration::from_secs(1),
         };
         let o = in_ns(&w.ns[HOST], move || {
-            crate::edge::run::runtime()?.block_on(crate::verbs::detach::detach(&d, false))
+            crate::sys::runtime::runtime()?.block_on(crate::verbs::detach::detach(&d, false))
         })?;
         out.push(if o.removed.is_empty() {
             format!("{} {ifname}", ROLES[*role])
@@ -764,7 +764,7 @@ fn attach(w: &World, args: &[&str]) -> Result<Report> {
         .map_err(|e| Error::Usage(format!("pipe {}: {e}", shown(w, args))))?;
     let spec = cli.into_spec()?;
     in_ns(&w.ns[HOST], move || {
-        crate::edge::run::runtime()?
+        crate::sys::runtime::runtime()?
             .block_on(crate::verbs::attach::attach_one(&spec, false, false))?
             .ok_or_else(|| Error::Refused("attach printed a plan instead of attaching".into()))
     })

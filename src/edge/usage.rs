@@ -13,8 +13,17 @@ use clap::CommandFactory;
 
 use crate::edge::cli::Cli;
 
-/// Parse the command line, run, print; returns the process exit code.
+/// The process: a CNI plugin when a runtime execs it with CNI_COMMAND set (and
+/// no arguments), else the command line. Returns the exit code.
 pub fn main_entry() -> i32 {
+    if crate::edge::cni::invoked() {
+        return crate::edge::cni::main();
+    }
+    cli_main()
+}
+
+/// Parse the command line, run, print; returns the process exit code.
+fn cli_main() -> i32 {
     let argv: Vec<OsString> = std::env::args_os().collect();
     let json = wants_json(&argv);
     let argv = hoist_verb(&Cli::command(), argv);

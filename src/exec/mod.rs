@@ -10,10 +10,12 @@ use crate::domain::error::{Error, Result};
 use crate::domain::identity::{AttachmentId, SHARED_TAG};
 use crate::domain::spec::IfName;
 use crate::planning::attach::{Plan, Step};
+use crate::planning::journal::Applied;
 use crate::planning::ops::{Owner, Restore, Teardown};
 use crate::sys::guest::Target;
 use crate::sys::netlink::{Link, Netlink, NewLink};
 use crate::sys::netns;
+use crate::sys::netns_link;
 use crate::sys::store::Store;
 
 type Undo = Teardown;
@@ -27,15 +29,6 @@ const VLAN_FIX: &str = "load its module (modprobe 8021q), or drop @VLAN";
 /// names the feature, `fix` says what to do about it.
 fn missing_feature(errno: i32, what: &str, fix: &str) -> Option<String> {
     (errno == 95).then(|| format!("this kernel has no {what} support; {fix}"))
-}
-
-/// What an applied plan left in the container.
-#[derive(Debug)]
-pub struct Applied {
-    /// The container-side link as read back after creation.
-    pub guest_link: Link,
-    /// The DHCP lease pipe's own client obtained.
-    pub leased: Option<crate::sys::dhcp::Lease>,
 }
 
 /// Does this step create or join a host link that others may share (a bridge,
@@ -271,7 +264,7 @@ impl Exec<'_> {
                         .map(|_| std::fs::remove_file(&path));
                     let _ = self.store.unmark_netns(name.as_str());
                 }
-                netns::create_link(self.store, &name, &self.target.netns).map_err(|e| {
+                netns_link::create_link(self.store, &name, &self.target.netns).map_err(|e| {
                     Error::Refused(format!(
                         "linking the namespace of {label} at {}: {e}; pass --no-netns-link to skip this",
                         path.display()
@@ -1135,7 +1128,7 @@ async fn teardown_host(op: &Teardown, cx: &Cx<'_>) -> Outcome {
                 .or_else(kernel(format!("bringing {name} down again")))
         }
         Teardown::RemoveNetnsLink { name, ns } => {
-            crate::sys::netns::remove_link(cx.store, name.as_str(), *ns)
+            crate::sys::netns_link::remove_link(cx.store, name.as_str(), *ns)
                 .map(|removed| {
                     removed.then(|| {
                         format!("{}", crate::sys::netns::link_path(name.as_str()).display())

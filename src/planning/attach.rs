@@ -13,7 +13,7 @@ use crate::domain::error::{Error, Result};
 use crate::domain::spec::{AttachSpec, IfName, IpvlanMode, Mac, MacvlanMode, VlanId};
 use crate::planning::vlan::{BridgeVlan, SubIf, VlanFacts};
 use crate::sys::netlink::{Link, Route};
-use crate::sys::netns::LinkState;
+use crate::sys::netns_link::LinkState;
 
 /// What the host side looks like, as observed.
 #[derive(Clone, Debug)]

@@ -5,7 +5,6 @@
 use crate::domain::attachments::Entry;
 use crate::domain::identity::{Created, Kind, NsKey, Record, Replaced, to_hex};
 use crate::domain::spec::{AttachSpec, GuestRef};
-use crate::exec::Applied;
 use crate::planning::attach::{Plan, Step};
 use crate::sys::guest::Target;
 
@@ -128,4 +127,13 @@ pub fn commit(r: &mut Record, plan: &Plan, applied: &Applied) {
             _ => {}
         }
     }
+}
+
+/// What an applied plan left in the container.
+#[derive(Debug)]
+pub struct Applied {
+    /// The container-side link as read back after creation.
+    pub guest_link: crate::sys::netlink::Link,
+    /// The DHCP lease pipe's own client obtained.
+    pub leased: Option<crate::sys::dhcp::Lease>,
 }

@@ -17,7 +17,7 @@ use crate::domain::identity::Record;
 use crate::domain::spec::{AttachSpec, IfName};
 use crate::planning::attach::{Facts, HostSide, NsRef, Plan, Step, gateway_on_link};
 use crate::sys::netlink::{Addr, Link};
-use crate::sys::netns::LinkState;
+use crate::sys::netns_link::LinkState;
 
 /// What is there already, read before any change.
 #[derive(Clone, Debug)]

@@ -19,7 +19,7 @@ pub fn timeout() -> Duration {
     std::env::var("PIPE_DHCP_TIMEOUT")
         .ok()
         .and_then(|v| v.parse::<f64>().ok())
-        .filter(|v| *v > 0.0 && *v <= crate::edge::cli::MAX_TIMEOUT_SECS)
+        .filter(|v| *v > 0.0 && *v <= crate::domain::spec::MAX_TIMEOUT_SECS)
         .map(Duration::from_secs_f64)
         .unwrap_or(Duration::from_secs(10))
 }

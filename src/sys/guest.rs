@@ -10,6 +10,7 @@ use log::debug;
 use crate::domain::error::{Error, Result};
 use crate::domain::spec::{GuestRef, valid_netns_name};
 use crate::sys::netns::{self, Netns};
+use crate::sys::netns_link;
 
 /// The container we act on.
 #[derive(Debug)]
@@ -34,7 +35,7 @@ pub async fn resolve(guest: &GuestRef, timeout: Duration) -> Result<Target> {
             let p = netns::link_path(n);
             // A link pipe made for a container is resolved through Docker again:
             // after `docker restart` it points at the old, dead namespace.
-            if valid_netns_name(n) && p.exists() && !netns::created_by_pipe(n) {
+            if valid_netns_name(n) && p.exists() && !netns_link::created_by_pipe(n) {
                 let ns = open(&p, || format!("netns {n}"))?;
                 Target {
                     label: n.clone(),

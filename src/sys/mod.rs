@@ -6,5 +6,7 @@ pub mod files;
 pub mod guest;
 pub mod netlink;
 pub mod netns;
+pub mod netns_link;
 pub mod notify;
+pub mod runtime;
 pub mod store;

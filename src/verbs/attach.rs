@@ -155,8 +155,11 @@ pub async fn attach_resolved(
         });
     }
     if dry_run {
-        if crate::edge::run::json_output() {
-            println!("{}", crate::edge::plan_json::render(&plan, &target.label));
+        if crate::domain::output::json() {
+            println!(
+                "{}",
+                crate::planning::plan_json::render(&plan, &target.label)
+            );
         } else {
             print!("{}", plan.render());
         }

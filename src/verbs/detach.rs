@@ -159,6 +159,12 @@ pub fn plan(f: &Facts, why: Why) -> Result<Vec<Teardown>> {
             owner: host_owner.clone(),
         });
     }
+    // The record goes before the shared links are judged: parallel detaches of
+    // a bridge's last ports each see the others' records gone, so the last one
+    // deletes it. (Killed in between, gc removes a shared link no record uses.)
+    if !(why == Why::Collect && r.kept()) {
+        ops.push(Teardown::RemoveRecord(id.clone()));
+    }
     // Shared links: the ones this record created, and its bridge or parent if
     // pipe created that for another attachment (the executor checks the tag
     // and that nothing else uses it, under the lock).
@@ -181,9 +187,6 @@ pub fn plan(f: &Facts, why: Why) -> Result<Vec<Teardown>> {
             name: n.clone(),
             ns: r.netns,
         });
-    }
-    if !(why == Why::Collect && r.kept()) {
-        ops.push(Teardown::RemoveRecord(id.clone()));
     }
     Ok(ops)
 }

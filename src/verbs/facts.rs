@@ -8,6 +8,7 @@ use crate::planning::vlan::{self, BridgeVlan, VlanFacts};
 use crate::sys::guest::Target;
 use crate::sys::netlink::{Link, Netlink};
 use crate::sys::netns;
+use crate::sys::netns_link;
 
 pub async fn observe(
     spec: &AttachSpec,
@@ -86,7 +87,7 @@ pub async fn observe(
 
     let netns_link = match (&target.link_name, spec.netns_link) {
         (Some(name), true) => {
-            let state = netns::link_state(name, &target.netns).map_err(|e| {
+            let state = netns_link::link_state(name, &target.netns).map_err(|e| {
                 Error::Refused(format!(
                     "cannot inspect {}: {e}",
                     netns::link_path(name).display()

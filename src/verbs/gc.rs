@@ -25,6 +25,7 @@ use crate::exec::{self, Cx};
 use crate::planning::ops::{Owner, Teardown};
 use crate::sys::netlink::Netlink;
 use crate::sys::netns::{self, NsId};
+use crate::sys::netns_link;
 use crate::sys::store::Store;
 use crate::verbs::detach;
 
@@ -90,7 +91,7 @@ pub async fn collect_all(
             removed.push(format!("{verb} {}", p.display()));
             continue;
         }
-        match netns::remove_link(store, &name, mark) {
+        match netns_link::remove_link(store, &name, mark) {
             Ok(true) => removed.push(format!("{verb} {}", p.display())),
             Ok(false) => {}
             Err(e) => fails.push(format!("{}: {e}", p.display())),

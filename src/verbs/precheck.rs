@@ -5,7 +5,8 @@ use crate::domain::error::{Error, Result};
 use crate::domain::spec::AttachSpec;
 use crate::planning::attach::Facts;
 use crate::sys::guest::Target;
-use crate::sys::netns::{self, LinkState};
+use crate::sys::netns;
+use crate::sys::netns_link::LinkState;
 
 /// Refuse an IPv6 attach into a namespace where new interfaces get IPv6
 /// disabled (`docker run --net=none` sets `disable_ipv6=1`): the kernel would

@@ -3,8 +3,8 @@
 use serde::Serialize;
 
 use crate::domain::spec::AttachSpec;
-use crate::exec::Applied;
 use crate::planning::attach::Plan;
+use crate::planning::journal::Applied;
 use crate::sys::guest::Target;
 
 #[derive(Debug, Serialize)]

@@ -17,7 +17,9 @@ use crate::domain::spec::GuestRef;
 use crate::planning::attach::NsRef;
 use crate::sys::guest::{self, Target};
 use crate::sys::netlink::Netlink;
-use crate::sys::netns::{self, LinkState};
+use crate::sys::netns;
+use crate::sys::netns_link;
+use crate::sys::netns_link::LinkState;
 
 /// Which pass-through verb.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,12 +48,18 @@ pub fn shell_quote(s: &str) -> String {
 /// /var/run/netns name when one points at it, else its nsfs path.
 pub fn ns_ref(guest: &GuestRef, target: &Target) -> NsRef {
     if let Some(n) = &target.link_name
-        && matches!(netns::link_state(n, &target.netns), Ok(LinkState::Same))
+        && matches!(
+            netns_link::link_state(n, &target.netns),
+            Ok(LinkState::Same)
+        )
     {
         return NsRef::Named(n.clone());
     }
     if let GuestRef::Name(n) = guest
-        && matches!(netns::link_state(n, &target.netns), Ok(LinkState::Same))
+        && matches!(
+            netns_link::link_state(n, &target.netns),
+            Ok(LinkState::Same)
+        )
     {
         return NsRef::Named(n.clone());
     }

@@ -399,21 +399,4 @@ mod tests {
         assert!(!matches("012", "0123456789ab", "web"));
         assert!(!matches("db", "0123456789ab", "web"));
     }
-
-    #[test]
-    fn systemd_unit_runs_a_valid_command() {
-        use clap::Parser;
-        let unit = include_str!("../../contrib/pipe-watch.service");
-        let exec = unit
-            .lines()
-            .find_map(|l| l.strip_prefix("ExecStart="))
-            .expect("ExecStart=");
-        let args: Vec<&str> = exec.split_whitespace().collect();
-        assert!(args[0].ends_with("/pipe"), "{exec}");
-        let cli = crate::edge::cli::Cli::try_parse_from(args).unwrap();
-        assert!(matches!(
-            cli.command,
-            Some(crate::edge::cli::Command::Watch { once: false, .. })
-        ));
-    }
 }
