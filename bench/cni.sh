@@ -67,6 +67,14 @@ for ((i = 0; i < N; i++)); do
     round pipe "$D/bin/pipe" "$conf_pipe"
     round bridge "$REF/bridge" "$conf_bridge"
 done
+# The IPAM plugin alone, which both run inside their ADD and DEL.
+ipam_add=() ipam_del=()
+conf_ipam='{"cniVersion": "1.0.0", "name": "benchi", '$ipam'}'
+for ((i = 0; i < N; i++)); do
+    ipam_add+=("$(time_one ADD "$REF/host-local" "$conf_ipam")")
+    ipam_del+=("$(time_one DEL "$REF/host-local" "$conf_ipam")")
+done
 printf '%-20s ADD %6s ms   DEL %6s ms   (median of %d, whole process)\n' \
+    "host-local alone" "$(med_ms "${ipam_add[@]}")" "$(med_ms "${ipam_del[@]}")" "$N" \
     pipe "$(med_ms "${pipe_add[@]}")" "$(med_ms "${pipe_del[@]}")" "$N" \
     "bridge (reference)" "$(med_ms "${bridge_add[@]}")" "$(med_ms "${bridge_del[@]}")" "$N"

@@ -711,14 +711,14 @@ fn runtime_capabilities_and_cni_args() {
     assert!(cni.held("n10").is_empty());
 }
 
-/// The `config: |` block of a NetworkAttachmentDefinition in contrib/.
+/// The `config: |` block of a NetworkAttachmentDefinition in contrib/cni/
+/// (compiled in: the VM tier carries binaries, not the source tree).
 fn nad_config(file: &str) -> Value {
-    let text = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("contrib/cni")
-            .join(file),
-    )
-    .unwrap();
+    let text = match file {
+        "multus-bridge.yaml" => include_str!("../contrib/cni/multus-bridge.yaml"),
+        "multus-vlan.yaml" => include_str!("../contrib/cni/multus-vlan.yaml"),
+        _ => panic!("no example {file}"),
+    };
     let mut lines = text.lines().skip_while(|l| l.trim() != "config: |").skip(1);
     let mut body = String::new();
     for l in lines.by_ref() {
@@ -1048,12 +1048,16 @@ fn podman_cni_backend() {
 struct Containerd {
     child: Child,
     sock: PathBuf,
+    /// The ctr namespace: runc keeps its state under /run/containerd/runc/NS,
+    /// which containerd 1.6 cannot move; removed (when empty) on drop.
+    ns: String,
 }
 
 impl Drop for Containerd {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_dir(format!("/run/containerd/runc/{}", self.ns));
     }
 }
 
@@ -1098,6 +1102,7 @@ fn ctr_run_cni() {
             .spawn()
             .unwrap(),
         sock: sock.clone(),
+        ns: unique("pn"),
     };
     let ready = (0..100).any(|_| {
         std::thread::sleep(std::time::Duration::from_millis(100));
@@ -1114,7 +1119,7 @@ fn ctr_run_cni() {
         cd.join("containerd.log").display()
     );
     let rf = rootfs(d);
-    let ns = unique("pn");
+    let ns = ctrd.ns.clone();
     let id = unique("pc");
     // ctr runs the CNI plugins itself, from /etc/cni/net.d and /opt/cni/bin,
     // which it cannot be told otherwise: a private mount namespace puts ours there.

@@ -236,51 +236,89 @@ impl Ctx<'_> {
             })?;
         let net = self.network()?.to_string();
         let _lock = self.lock()?;
-
-        let mut target =
-            crate::sys::guest::resolve(&GuestRef::Path(netns_path.clone()), Duration::from_secs(5))
+        // The IPAM plugin (a process of its own) runs while pipe opens the
+        // namespaces; an allocation is released again if what follows fails.
+        let ipam_kind = self.conf.ipam_type().map(str::to_string);
+        let pending = ipam_kind.clone().map(|kind| {
+            let (path, cid, ifname, raw, ver) = (
+                self.env.path.clone(),
+                cid.to_string(),
+                cni_ifname.to_string(),
+                self.raw.to_vec(),
+                ver.to_string(),
+            );
+            std::thread::spawn(move || {
+                let call = ipam::Call {
+                    command: "ADD",
+                    container_id: &cid,
+                    ifname: &ifname,
+                    netns: None,
+                };
+                ipam::add(&kind, &path, &call, &raw, &ver)
+            })
+        });
+        let pre = async {
+            let mut target =
+                crate::sys::guest::resolve(&GuestRef::Path(netns_path.clone()), Duration::from_secs(5))
+                    .await
+                    .map_err(|e| self.err(code::ENV, format!("CNI_NETNS: {e}")))?;
+            // The attachment is named by the runtime's container ID: it labels
+            // pipe's record and its ownership tags.
+            target.label = cid.to_string();
+            target.link_name = None;
+            let guest = self.guest_nl(&target.netns)?;
+            if guest
+                .link(ifname.as_str())
                 .await
-                .map_err(|e| self.err(code::ENV, format!("CNI_NETNS: {e}")))?;
-        // The attachment is named by the runtime's container ID: it labels
-        // pipe's record and its ownership tags.
-        target.label = cid.to_string();
-        target.link_name = None;
-        let ns_id = target.netns.id;
-        let guest = self.guest_nl(&target.netns)?;
-        if guest
-            .link(ifname.as_str())
-            .await
-            .map_err(|c| self.core(Error::kernel(format!("looking up {ifname}"), c)))?
-            .is_some()
-        {
-            return Err(self.err(
-                code::IFNAME_EXISTS,
-                format!(
-                    "interface {ifname} already exists in {}; the runtime must give a free CNI_IFNAME",
-                    netns_path.display()
-                ),
-            ));
+                .map_err(|c| self.core(Error::kernel(format!("looking up {ifname}"), c)))?
+                .is_some()
+            {
+                return Err(self.err(
+                    code::IFNAME_EXISTS,
+                    format!(
+                        "interface {ifname} already exists in {}; the runtime must give a free CNI_IFNAME",
+                        netns_path.display()
+                    ),
+                ));
+            }
+            let host = self.host()?;
+            Ok((target, guest, host))
         }
-        let host = self.host()?;
+        .await;
+        let ipam_res: CResult<Option<CniResult>> = pending
+            .map(|t| {
+                t.join()
+                    .unwrap_or_else(|_| Err(self.err(code::IPAM, "the IPAM thread panicked")))
+            })
+            .transpose();
+        let release_now = |s: &Self| {
+            if let Some(kind) = &ipam_kind {
+                s.release(kind, cid, cni_ifname.as_str(), s.raw);
+            }
+        };
+        let (target, guest, host, ipam_res) = match (pre, ipam_res) {
+            (Ok((t, g, h)), Ok(r)) => (t, g, h, r),
+            (Err(e), Ok(Some(_))) => {
+                release_now(self);
+                return Err(e);
+            }
+            (Err(e), _) | (Ok(_), Err(e)) => return Err(e),
+        };
+        let ns_id = target.netns.id;
 
         // Addresses: the IPAM plugin's, else the static ones.
-        let ipam_kind = self.conf.ipam_type().map(str::to_string);
-        let (addr, ipam_res) = match &ipam_kind {
-            Some(kind) => {
-                let call = self.ipam_call("ADD", cid, cni_ifname.as_str());
-                let r = ipam::add(kind, &self.env.path, &call, self.raw, ver)?;
-                match addr_from_ipam(&r) {
-                    Ok(a) => (a, Some(r)),
-                    Err(e) => {
-                        self.release(kind, cid, cni_ifname.as_str(), self.raw);
-                        return Err(self.err(
-                            code::IPAM,
-                            format!("IPAM plugin {kind} gave addresses pipe cannot use: {e}"),
-                        ));
-                    }
+        let addr = match (&ipam_kind, &ipam_res) {
+            (Some(kind), Some(r)) => match addr_from_ipam(r) {
+                Ok(a) => a,
+                Err(e) => {
+                    release_now(self);
+                    return Err(self.err(
+                        code::IPAM,
+                        format!("IPAM plugin {kind} gave addresses pipe cannot use: {e}"),
+                    ));
                 }
-            }
-            None => (opts.addresses.clone().unwrap_or_default(), None),
+            },
+            _ => opts.addresses.clone().unwrap_or_default(),
         };
         let spec = AttachSpec {
             host_if: opts.host_if.clone(),
@@ -298,17 +336,12 @@ impl Ctx<'_> {
             timeout: Duration::from_secs(5),
             rate: opts.rate,
         };
-        let undo_ipam = |s: &Self| {
-            if let Some(kind) = &ipam_kind {
-                s.release(kind, cid, cni_ifname.as_str(), s.raw);
-            }
-        };
         let report =
             match crate::verbs::attach::attach_resolved(&spec, target, &host, false, false).await {
                 Ok(Some(r)) => r,
                 Ok(None) => unreachable!("not a dry run"),
                 Err(e) => {
-                    undo_ipam(self);
+                    release_now(self);
                     return Err(self.core(e));
                 }
             };
@@ -347,7 +380,7 @@ impl Ctx<'_> {
             if let Err(t) = self.teardown(&mapping, None, &host).await {
                 warn!("cni: undoing the attach after {e}: {t}");
             }
-            undo_ipam(self);
+            release_now(self);
             return Err(e);
         }
 
