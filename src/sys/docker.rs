@@ -946,3 +946,118 @@ mod tests {
 
     const DOCKER_20_10_WEB2: &str = r#"{"Id":"52690f3ef72fdf8fc41dcc11b76c9090ab969d184ac0c46691373bed43d6ee24","Created":"2026-11-26T02:38:22.235729752Z","Path":"sleep","Args":["1000"],"State":{"Status":"running","Running":true,"Paused":false,"Restarting":false,"OOMKilled":false,"Dead":false,"Pid":6257,"ExitCode":0,"Error":"","StartedAt":"2026-11-26T02:38:22.519278048Z","FinishedAt":"0001-01-01T00:00:00Z"},"Image":"sha256:f5dfb015959aa3bfc846f463d416e630d30372755d450d2da6681d13733010a4","ResolvConfPath":"/var/lib/pipe-test-docker/containers/52690f3ef72fdf8fc41dcc11b76c9090ab969d184ac0c46691373bed43d6ee24/resolv.conf","HostnamePath":"/var/lib/pipe-test-docker/containers/52690f3ef72fdf8fc41dcc11b76c9090ab969d184ac0c46691373bed43d6ee24/hostname","HostsPath":"/var/lib/pipe-test-docker/containers/52690f3ef72fdf8fc41dcc11b76c9090ab969d184ac0c46691373bed43d6ee24/hosts","LogPath":"/var/lib/pipe-test-docker/containers/52690f3ef72fdf8fc41dcc11b76c9090ab969d184ac0c46691373bed43d6ee24/52690f3ef72fdf8fc41dcc11b76c9090ab969d184ac0c46691373bed43d6ee24-json.log","Name":"/web2","RestartCount":0,"Driver":"overlay2","Platform":"linux","MountLabel":"","ProcessLabel":"","AppArmorProfile":"","ExecIDs":null,"HostConfig":{"Binds":null,"ContainerIDFile":"","LogConfig":{"Type":"json-file","Config":{}},"NetworkMode":"default","PortBindings":{},"RestartPolicy":{"Name":"no","MaximumRetryCount":0},"AutoRemove":false,"VolumeDriver":"","VolumesFrom":null,"CapAdd":null,"CapDrop":null,"CgroupnsMode":"host","Dns":[],"DnsOptions":[],"DnsSearch":[],"ExtraHosts":null,"GroupAdd":null,"IpcMode":"private","Cgroup":"","Links":null,"OomScoreAdj":0,"PidMode":"","Privileged":false,"PublishAllPorts":false,"ReadonlyRootfs":false,"SecurityOpt":null,"UTSMode":"","UsernsMode":"","ShmSize":67108864,"Runtime":"runc","ConsoleSize":[0,0],"Isolation":"","CpuShares":0,"Memory":0,"NanoCpus":0,"CgroupParent":"","BlkioWeight":0,"BlkioWeightDevice":[],"BlkioDeviceReadBps":[],"BlkioDeviceWriteBps":[],"BlkioDeviceReadIOps":[],"BlkioDeviceWriteIOps":[],"CpuPeriod":0,"CpuQuota":0,"CpuRealtimePeriod":0,"CpuRealtimeRuntime":0,"CpusetCpus":"","CpusetMems":"","Devices":[],"DeviceCgroupRules":null,"DeviceRequests":null,"KernelMemory":0,"KernelMemoryTCP":0,"MemoryReservation":0,"MemorySwap":0,"MemorySwappiness":null,"OomKillDisable":false,"PidsLimit":null,"Ulimits":[],"CpuCount":0,"CpuPercent":0,"IOMaximumIOps":0,"IOMaximumBandwidth":0,"MaskedPaths":["/proc/asound","/proc/acpi","/proc/kcore","/proc/keys","/proc/latency_stats","/proc/timer_list","/proc/timer_stats","/proc/sched_debug","/proc/scsi","/sys/firmware"],"ReadonlyPaths":["/proc/bus","/proc/fs","/proc/irq","/proc/sys","/proc/sysrq-trigger"]},"GraphDriver":{"Data":{"LowerDir":"/var/lib/pipe-test-docker/overlay2/29b73a40e8a788fe92734578ad70746dfa5d024a0d809a25a6bf6462e8c60109-init/diff:/var/lib/pipe-test-docker/overlay2/c8bf71e51a74bd591c2fda2417ec2f52041d5d16ff1e8809bead6f7e3ebc7ff7/diff","MergedDir":"/var/lib/pipe-test-docker/overlay2/29b73a40e8a788fe92734578ad70746dfa5d024a0d809a25a6bf6462e8c60109/merged","UpperDir":"/var/lib/pipe-test-docker/overlay2/29b73a40e8a788fe92734578ad70746dfa5d024a0d809a25a6bf6462e8c60109/diff","WorkDir":"/var/lib/pipe-test-docker/overlay2/29b73a40e8a788fe92734578ad70746dfa5d024a0d809a25a6bf6462e8c60109/work"},"Name":"overlay2"},"Mounts":[],"Config":{"Hostname":"52690f3ef72f","Domainname":"","User":"","AttachStdin":false,"AttachStdout":false,"AttachStderr":false,"Tty":false,"OpenStdin":false,"StdinOnce":false,"Env":null,"Cmd":["sleep","1000"],"Image":"local/busybox","Volumes":null,"WorkingDir":"","Entrypoint":null,"OnBuild":null,"Labels":{}},"NetworkSettings":{"Bridge":"","SandboxID":"c0339afbe45b4c1e17a765a66657f01b99d7fc510830dc1bc381fac5fa03f500","HairpinMode":false,"LinkLocalIPv6Address":"","LinkLocalIPv6PrefixLen":0,"Ports":{},"SandboxKey":"/var/run/pipe-test-docker/netns/c0339afbe45b","SecondaryIPAddresses":null,"SecondaryIPv6Addresses":null,"EndpointID":"201d96ae588b7bfd38dceb62f7ab626e50441ea8eadfbbf87c750114b520d5ab","Gateway":"172.17.0.1","GlobalIPv6Address":"","GlobalIPv6PrefixLen":0,"IPAddress":"172.17.0.2","IPPrefixLen":16,"IPv6Gateway":"","MacAddress":"02:42:ac:11:00:02","Networks":{"bridge":{"IPAMConfig":null,"Links":null,"Aliases":null,"NetworkID":"1c8589a4a307921ed4c854cad0eb89d74853234aa2bb68f4e92f796a3523455b","EndpointID":"201d96ae588b7bfd38dceb62f7ab626e50441ea8eadfbbf87c750114b520d5ab","Gateway":"172.17.0.1","IPAddress":"172.17.0.2","IPPrefixLen":16,"IPv6Gateway":"","GlobalIPv6Address":"","GlobalIPv6PrefixLen":0,"MacAddress":"02:42:ac:11:00:02","DriverOpts":null}}}}"#;
 }
+
+// ---- the Engine's events and container list, for `pipe watch` ----------------------------
+
+/// A container lifecycle event, as watch needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    Start {
+        id: String,
+        name: String,
+        /// The daemon's timestamp, nanoseconds since the epoch.
+        time_nano: Option<i64>,
+    },
+    Die {
+        id: String,
+        name: String,
+    },
+}
+
+pub use events::Watcher;
+
+mod events {
+    use super::{DEFAULT_HOST, Event};
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    use bollard::Docker;
+    use bollard::query_parameters::{EventsOptions, ListContainersOptions};
+    use futures::{Stream, StreamExt};
+
+    use crate::domain::error::{Error, Result};
+
+    pub struct Watcher {
+        docker: Docker,
+    }
+
+    fn err(what: &str, e: impl std::fmt::Display) -> Error {
+        let host = std::env::var("DOCKER_HOST")
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| DEFAULT_HOST.to_string());
+        Error::Refused(format!("Docker daemon at {host}: {what}: {e}"))
+    }
+
+    impl Watcher {
+        /// Connect as the docker CLI would (`DOCKER_HOST`, else the default
+        /// socket) and agree on an API version.
+        pub async fn connect() -> Result<Watcher> {
+            let docker = Docker::connect_with_defaults()
+                .map_err(|e| err("connecting", e))?
+                .with_timeout(Duration::from_secs(10));
+            let docker = docker
+                .negotiate_version()
+                .await
+                .map_err(|e| err("connecting", e))?;
+            Ok(Watcher { docker })
+        }
+
+        /// Running containers: (ID, name without the leading '/').
+        pub async fn running(&self) -> Result<Vec<(String, String)>> {
+            let list = self
+                .docker
+                .list_containers(Some(ListContainersOptions {
+                    all: false,
+                    ..Default::default()
+                }))
+                .await
+                .map_err(|e| err("listing containers", e))?;
+            Ok(list
+                .into_iter()
+                .filter_map(|c| {
+                    let id = c.id?;
+                    let name = c.names?.into_iter().next()?;
+                    Some((id, name.trim_start_matches('/').to_string()))
+                })
+                .collect())
+        }
+
+        /// Container start and die events from `since` on.
+        pub fn events(&self, since: Duration) -> impl Stream<Item = Result<Event>> + '_ {
+            let filters = HashMap::from([
+                ("type".to_string(), vec!["container".to_string()]),
+                (
+                    "event".to_string(),
+                    vec!["start".to_string(), "die".to_string()],
+                ),
+            ]);
+            let opts = EventsOptions {
+                since: Some(format!("{}.{:09}", since.as_secs(), since.subsec_nanos())),
+                until: None,
+                filters: Some(filters),
+            };
+            self.docker.events(Some(opts)).filter_map(|m| async move {
+                let m = match m {
+                    Ok(m) => m,
+                    Err(e) => return Some(Err(err("event stream", e))),
+                };
+                let actor = m.actor?;
+                let id = actor.id?;
+                let name = actor
+                    .attributes
+                    .and_then(|a| a.get("name").cloned())
+                    .unwrap_or_else(|| id.clone());
+                match m.action.as_deref() {
+                    Some("start") => Some(Ok(Event::Start {
+                        id,
+                        name,
+                        time_nano: m.time_nano,
+                    })),
+                    Some("die") => Some(Ok(Event::Die { id, name })),
+                    _ => None,
+                }
+            })
+        }
+    }
+}

@@ -12,13 +12,14 @@ use std::net::IpAddr;
 use std::os::fd::AsFd;
 
 use ipnetwork::IpNetwork;
-use log::{debug, warn};
+use log::debug;
 use serde::Serialize;
 
 use crate::domain::error::{Error, KernelCause, Result};
 use crate::domain::identity::{AttachmentId, Created, Kind, Record};
 use crate::domain::spec::{AddrSpec, GuestRef, IfName};
 use crate::planning::attach::NsRef;
+use crate::planning::ops::Teardown;
 use crate::sys::guest::{self, Target};
 use crate::sys::netlink::{Netlink, NewLink};
 use crate::sys::netns;
@@ -425,7 +426,7 @@ pub async fn link(
             store.record_path(&id_a).display()
         ))
     })?;
-    if let Err(e) = apply(spec, &steps, &ta, &tb, &host, &ga, &gb).await {
+    if let Err(e) = apply(spec, &steps, (&ta, &tb), &host, (&ga, &gb), &store).await {
         let _ = store.remove(&id_a);
         return Err(e);
     }
@@ -442,11 +443,10 @@ pub async fn link(
 async fn apply(
     spec: &LinkSpec,
     steps: &[Step],
-    ta: &Target,
-    tb: &Target,
+    (ta, tb): (&Target, &Target),
     host: &Netlink,
-    ga: &Netlink,
-    gb: &Netlink,
+    (ga, gb): (&Netlink, &Netlink),
+    store: &crate::sys::store::Store,
 ) -> Result<()> {
     let fail_after: Option<usize> = std::env::var("PIPE_FAIL_AFTER")
         .ok()
@@ -464,15 +464,23 @@ async fn apply(
             r => r,
         };
         if let Err(cause) = r {
-            let mut undo_failures = Vec::new();
-            if created {
-                // Deleting one end of a veth deletes the pair.
-                if let Err(c) = ga.delete_link_named(spec.ifname_a.as_str()).await {
-                    warn!("rollback: could not delete {}: {c}", spec.ifname_a);
-                    undo_failures
-                        .push(format!("{} in container {} ({c})", spec.ifname_a, ta.label));
-                }
-            }
+            // The one executor undoes it: deleting one end of a veth deletes the pair.
+            let ops: Vec<Teardown> = if created {
+                vec![Teardown::DeleteGuestLink {
+                    name: spec.ifname_a.clone(),
+                    owner: crate::planning::ops::Owner::ThisRun,
+                }]
+            } else {
+                Vec::new()
+            };
+            let cx = crate::exec::Cx {
+                host,
+                guest: Some(ga),
+                netns: Some(&ta.netns),
+                label: &ta.label,
+                store,
+            };
+            let undo_failures = crate::exec::teardown(&ops, &cx).await.failed;
             return Err(Error::RolledBack {
                 cause: Box::new(cause),
                 undo_failures,

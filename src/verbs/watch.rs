@@ -43,20 +43,7 @@ pub struct Wanted {
     pub persist: bool,
 }
 
-/// A container lifecycle event, as watch needs it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Event {
-    Start {
-        id: String,
-        name: String,
-        /// The daemon's timestamp, nanoseconds since the epoch.
-        time_nano: Option<i64>,
-    },
-    Die {
-        id: String,
-        name: String,
-    },
-}
+pub use crate::sys::docker::Event;
 
 /// Does `container` (an entry's name, ID or ID prefix) denote this container?
 pub fn matches(container: &str, id: &str, name: &str) -> bool {
@@ -150,7 +137,7 @@ async fn session(
     host: &Netlink,
     connected: &std::cell::Cell<bool>,
 ) -> Result<()> {
-    let eng = engine::Engine::connect().await?;
+    let eng = crate::sys::docker::Watcher::connect().await?;
     connected.set(true);
     // Events are asked for from just before the listing: a container that
     // starts in between shows up in both, and applying twice is a no-op.
@@ -285,104 +272,6 @@ async fn died(id: &str, name: &str, host: &Netlink) {
     for r in recs {
         if let Err(fails) = crate::verbs::detach::collect(&store, host, &r, false).await {
             warn!("watch: cleaning up after {name}: {}", fails.join("; "));
-        }
-    }
-}
-
-// ---- the Engine: bollard's events and container list (the only bollard use here) ----------
-
-mod engine {
-    use std::collections::HashMap;
-    use std::time::Duration;
-
-    use bollard::Docker;
-    use bollard::query_parameters::{EventsOptions, ListContainersOptions};
-    use futures::{Stream, StreamExt};
-
-    use super::Event;
-    use crate::domain::error::{Error, Result};
-
-    pub struct Engine {
-        docker: Docker,
-    }
-
-    fn err(what: &str, e: impl std::fmt::Display) -> Error {
-        let host = std::env::var("DOCKER_HOST")
-            .ok()
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| crate::sys::docker::DEFAULT_HOST.to_string());
-        Error::Refused(format!("Docker daemon at {host}: {what}: {e}"))
-    }
-
-    impl Engine {
-        /// Connect as the docker CLI would (`DOCKER_HOST`, else the default
-        /// socket) and agree on an API version.
-        pub async fn connect() -> Result<Engine> {
-            let docker = Docker::connect_with_defaults()
-                .map_err(|e| err("connecting", e))?
-                .with_timeout(Duration::from_secs(10));
-            let docker = docker
-                .negotiate_version()
-                .await
-                .map_err(|e| err("connecting", e))?;
-            Ok(Engine { docker })
-        }
-
-        /// Running containers: (ID, name without the leading '/').
-        pub async fn running(&self) -> Result<Vec<(String, String)>> {
-            let list = self
-                .docker
-                .list_containers(Some(ListContainersOptions {
-                    all: false,
-                    ..Default::default()
-                }))
-                .await
-                .map_err(|e| err("listing containers", e))?;
-            Ok(list
-                .into_iter()
-                .filter_map(|c| {
-                    let id = c.id?;
-                    let name = c.names?.into_iter().next()?;
-                    Some((id, name.trim_start_matches('/').to_string()))
-                })
-                .collect())
-        }
-
-        /// Container start and die events from `since` on.
-        pub fn events(&self, since: Duration) -> impl Stream<Item = Result<Event>> + '_ {
-            let filters = HashMap::from([
-                ("type".to_string(), vec!["container".to_string()]),
-                (
-                    "event".to_string(),
-                    vec!["start".to_string(), "die".to_string()],
-                ),
-            ]);
-            let opts = EventsOptions {
-                since: Some(format!("{}.{:09}", since.as_secs(), since.subsec_nanos())),
-                until: None,
-                filters: Some(filters),
-            };
-            self.docker.events(Some(opts)).filter_map(|m| async move {
-                let m = match m {
-                    Ok(m) => m,
-                    Err(e) => return Some(Err(err("event stream", e))),
-                };
-                let actor = m.actor?;
-                let id = actor.id?;
-                let name = actor
-                    .attributes
-                    .and_then(|a| a.get("name").cloned())
-                    .unwrap_or_else(|| id.clone());
-                match m.action.as_deref() {
-                    Some("start") => Some(Ok(Event::Start {
-                        id,
-                        name,
-                        time_nano: m.time_nano,
-                    })),
-                    Some("die") => Some(Ok(Event::Die { id, name })),
-                    _ => None,
-                }
-            })
         }
     }
 }
