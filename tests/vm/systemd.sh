@@ -50,13 +50,15 @@ fi
 mkdir -p "$CACHE"
 key=$(printf '%s %s' "$SUITE" "$INCLUDE" | md5sum | cut -c1-12)
 TARBALL=$CACHE/systemd-rootfs-$key.tar
-if [ ! -s "$TARBALL" ]; then
+if [ ! -f "$TARBALL" ] || [ ! -s "$TARBALL" ]; then
     log "making a Debian $SUITE root file system with mmdebstrap (once; cached as ${TARBALL#"$ROOT"/})"
     t=$(date +%s)
-    rm -f "$CACHE"/systemd-rootfs-*.tar
-    mmdebstrap --variant=minbase --include="$INCLUDE" "$SUITE" "$TARBALL.tmp" >"$CACHE/systemd-mmdebstrap.log" 2>&1 ||
-        { tail -20 "$CACHE/systemd-mmdebstrap.log"; rm -f "$TARBALL.tmp"; die "mmdebstrap failed (log: $CACHE/systemd-mmdebstrap.log)"; }
-    mv "$TARBALL.tmp" "$TARBALL"
+    rm -rf "$CACHE"/systemd-rootfs-*.tar
+    # mmdebstrap picks the output format from the name: it must end in .tar
+    partial=$CACHE/systemd-rootfs-$key.partial.tar
+    mmdebstrap --variant=minbase --include="$INCLUDE" "$SUITE" "$partial" >"$CACHE/systemd-mmdebstrap.log" 2>&1 ||
+        { tail -20 "$CACHE/systemd-mmdebstrap.log"; rm -rf "$partial"; die "mmdebstrap failed (log: $CACHE/systemd-mmdebstrap.log)"; }
+    mv "$partial" "$TARBALL"
     log "root file system: $(du -h "$TARBALL" | cut -f1) in $(($(date +%s) - t)) s"
 fi
 
