@@ -16,6 +16,8 @@ use crate::sys::netlink::{Link, Netlink, NewLink};
 use crate::sys::netns;
 use crate::sys::store::Store;
 
+mod ovs;
+
 type Undo = Teardown;
 
 /// Hidden test hook: fail on purpose after step N (1-based), to prove rollback.
@@ -52,6 +54,8 @@ fn touches_shared(s: &Step) -> bool {
             | Step::MoveToGuest { .. }
             | Step::BridgeVlanFiltering { .. }
             | Step::BridgeAccessPort { .. }
+            | Step::CreateOvsBridge { .. }
+            | Step::OvsPort { .. }
     )
 }
 
@@ -291,6 +295,18 @@ impl Exec<'_> {
                 let index = self.ensure_bridge(name, &l, undo).await?;
                 self.host_index.insert(name.clone(), index);
             }
+            Step::CreateOvsBridge { name } => {
+                if crate::exec::ovs::create_bridge(name)? {
+                    undo.push(Undo::OvsReleaseBridge { name: name.clone() });
+                }
+            }
+            Step::OvsPort { bridge, port, tag } => {
+                crate::exec::ovs::add_port(bridge, port, *tag, self.id)?;
+                undo.push(Undo::OvsDelPort {
+                    port: port.clone(),
+                    id: self.id.clone(),
+                });
+            }
             Step::HostUp { name, index } => {
                 self.host.set_up(*index, true).await.map_err(|c| {
                     let e = Error::kernel(format!("bringing host interface {name} up"), c);
@@ -318,18 +334,20 @@ impl Exec<'_> {
                 mtu,
                 host_mtu,
                 mac,
+                ovs,
             } => {
                 let master = match bridge_index {
-                    Some(i) => *i,
-                    None => *self.host_index.get(bridge).ok_or_else(|| {
+                    _ if *ovs => None,
+                    Some(i) => Some(*i),
+                    None => Some(*self.host_index.get(bridge).ok_or_else(|| {
                         Error::Refused(format!("internal: bridge {bridge} has no index"))
-                    })?,
+                    })?),
                 };
                 let h = NewLink {
                     name: host.as_str(),
                     mtu: Some(*host_mtu),
                     up: true,
-                    master: Some(master),
+                    master,
                     ..Default::default()
                 };
                 let p = NewLink {
@@ -346,6 +364,7 @@ impl Exec<'_> {
                 // The bridge was deleted under us (by someone else, between
                 // observing it and taking the lock): create it again and join it.
                 if let Err(c) = &r
+                    && let Some(master) = master
                     && matches!(c.errno, 19 | 22)
                     && self.bridge_gone(bridge, master).await
                 {
@@ -975,6 +994,7 @@ pub async fn would(op: &Teardown, cx: &Cx<'_>) -> Option<String> {
             ))
         }
         Teardown::StopKeeper { .. } | Teardown::HostDownIfUnused { .. } => None,
+        Teardown::OvsDelPort { port, id } => ovs::would_del_port(port, id),
         op => Some(op.to_string()),
     }
 }
@@ -1148,6 +1168,8 @@ async fn teardown_host(op: &Teardown, cx: &Cx<'_>) -> Outcome {
                     )
                 })
         }
+        Teardown::OvsDelPort { port, id } => ovs::del_port(port, id),
+        Teardown::OvsReleaseBridge { name } => ovs::release_bridge(name),
         Teardown::RemoveRecord(id) => cx
             .store
             .remove(id)

@@ -159,6 +159,14 @@ pub fn plan(f: &Facts, why: Why) -> Result<Vec<Teardown>> {
             owner: host_owner.clone(),
         });
     }
+    // The host end of a veth may be an Open vSwitch port: its row goes too
+    // (only if it names this attachment; nothing to do on hosts without OVS).
+    if let Some(n) = &r.host_ifname {
+        ops.push(Teardown::OvsDelPort {
+            port: n.clone(),
+            id: id.clone(),
+        });
+    }
     // Shared links: the ones this record created, and its bridge or parent if
     // pipe created that for another attachment (the executor checks the tag
     // and that nothing else uses it, under the lock).
@@ -475,6 +483,7 @@ pub async fn collect(
             !matches!(
                 o,
                 Teardown::DeleteHostLink { .. }
+                    | Teardown::OvsDelPort { .. }
                     | Teardown::ReleaseShared { .. }
                     | Teardown::HostDownIfUnused { .. }
             )
