@@ -133,6 +133,28 @@ fn host_links() -> Vec<String> {
     link_names(&serde_json::from_str(&s).unwrap())
 }
 
+/// Links in the OVS host carrying this alias (pipe's tag of an attachment).
+fn host_links_tagged(tag: &str) -> Vec<String> {
+    let s = must(Command::new("ip").args(["-j", "-n", OVS_HOST, "link", "show"]));
+    let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["ifalias"].as_str() == Some(tag))
+        .map(|l| l["ifname"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Wait (up to 20 s: namespace cleanup is asynchronous) until `f` holds.
+fn eventually(mut f: impl FnMut() -> bool) -> bool {
+    (0..200).any(|_| {
+        f() || {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            false
+        }
+    })
+}
+
 fn ping_retry(c: &Container, addr: &str) -> bool {
     (0..5).any(|_| c.ping(addr))
 }
@@ -240,7 +262,10 @@ fn vm_ovs_killed_container_collected_leaves_no_port() {
     drop(a);
     drop(b);
     // The veths died with the namespaces; the OVSDB rows did not.
-    assert!(!host_links().contains(&pa));
+    assert!(eventually(|| {
+        let l = host_links();
+        !l.contains(&pa) && !l.contains(&pb)
+    }));
     assert_eq!(br.ports().len(), 2, "rows outlive the veths");
     let out = ok(&pipe(&["gc"]));
     assert!(out.contains(&format!("Open vSwitch port {pa}")), "{out}");
@@ -277,7 +302,6 @@ fn vm_ovs_failed_attach_leaves_the_ovsdb_unchanged() {
     vsctl(&["add-port", &old.0, &other]);
     let before = old.ports();
     let c = Container::new();
-    let links = host_links();
     // Steps: link netns, [create bridge,] veth, OVS port, address.
     for (br, steps) in [(&new, 5), (&old, 4)] {
         for n in 1..=steps {
@@ -289,7 +313,11 @@ fn vm_ovs_failed_attach_leaves_the_ovsdb_unchanged() {
             assert_eq!(port_of(&c, "eth1"), None, "step {n} on {}", br.0);
             let all = vsctl(&["--bare", "--columns=external_ids", "list", "interface"]);
             assert!(!all.contains(&c.tag("eth1")), "step {n}: {all}");
-            assert_eq!(host_links(), links, "step {n} on {}", br.0);
+            assert_eq!(
+                host_links_tagged(&c.tag("eth1")),
+                Vec::<String>::new(),
+                "step {n}"
+            );
             assert!(!c.links().contains(&"eth1".to_string()));
         }
     }
