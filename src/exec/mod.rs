@@ -16,6 +16,7 @@ use crate::sys::netlink::{Link, Netlink, NewLink};
 use crate::sys::netns;
 use crate::sys::store::Store;
 
+mod child;
 mod ovs;
 
 type Undo = Teardown;
@@ -437,8 +438,7 @@ impl Exec<'_> {
                     netns: Some(self.target.netns.fd.as_fd()),
                     ..Default::default()
                 };
-                self.host
-                    .create_macvlan(&l, parent_index, *mode)
+                self.create_child(&l, parent_index, child::Child::Macvlan(*mode))
                     .await
                     .map_err(|c| {
                         let hint = match c.errno {
@@ -538,8 +538,7 @@ impl Exec<'_> {
                     netns: Some(self.target.netns.fd.as_fd()),
                     ..Default::default()
                 };
-                self.host
-                    .create_ipvlan(&l, parent_index, *mode)
+                self.create_child(&l, parent_index, child::Child::Ipvlan(*mode))
                     .await
                     .map_err(|c| {
                         let hint = missing_feature(
