@@ -27,23 +27,25 @@ impl Exec<'_> {
             mtu,
             host_mtu,
             mac,
+            ovs,
         } = step
         else {
             unreachable!("dispatched by kind")
         };
         let label = self.target.label.clone();
+        // An Open vSwitch port has no kernel master: OvsPort adds it.
         let master = match bridge_index {
-            Some(i) => *i,
-            None => *self
-                .host_index
-                .get(bridge)
-                .ok_or_else(|| Error::Refused(format!("internal: bridge {bridge} has no index")))?,
+            _ if *ovs => None,
+            Some(i) => Some(*i),
+            None => Some(*self.host_index.get(bridge).ok_or_else(|| {
+                Error::Refused(format!("internal: bridge {bridge} has no index"))
+            })?),
         };
         let h = NewLink {
             name: host.as_str(),
             mtu: Some(*host_mtu),
             up: true,
-            master: Some(master),
+            master,
             ..Default::default()
         };
         let p = NewLink {
@@ -60,6 +62,7 @@ impl Exec<'_> {
         // The bridge was deleted under us (by someone else, between
         // observing it and taking the lock): create it again and join it.
         if let Err(c) = &r
+            && let Some(master) = master
             && matches!(c.errno, 19 | 22)
             && self.bridge_gone(bridge, master).await
         {

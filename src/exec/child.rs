@@ -1,6 +1,7 @@
 //! Links that hang on a host parent: macvlan and ipvlan born in the container,
 //! 802.1Q sub-interfaces on the host (shared: joined when another run made it).
 
+use super::rename::Child;
 use super::*;
 
 impl Exec<'_> {
@@ -26,8 +27,7 @@ impl Exec<'_> {
             netns: Some(self.target.netns.fd.as_fd()),
             ..Default::default()
         };
-        self.host
-            .create_macvlan(&l, parent_index, *mode)
+        self.create_child(&l, parent_index, Child::Macvlan(*mode))
             .await
             .map_err(|c| {
                 let hint = match c.errno {
@@ -140,8 +140,7 @@ impl Exec<'_> {
             netns: Some(self.target.netns.fd.as_fd()),
             ..Default::default()
         };
-        self.host
-            .create_ipvlan(&l, parent_index, *mode)
+        self.create_child(&l, parent_index, Child::Ipvlan(*mode))
             .await
             .map_err(|c| {
                 let hint = missing_feature(

@@ -25,7 +25,9 @@ mod bridge;
 mod child;
 mod dhcp;
 mod host;
+mod ovs;
 mod phys;
+mod rename;
 mod teardown;
 
 pub use teardown::{Cx, Done, teardown, would};
@@ -55,6 +57,8 @@ fn touches_shared(s: &Step) -> bool {
             | Step::MoveToGuest { .. }
             | Step::BridgeVlanFiltering { .. }
             | Step::BridgeAccessPort { .. }
+            | Step::CreateOvsBridge { .. }
+            | Step::OvsPort { .. }
     )
 }
 
@@ -262,6 +266,20 @@ impl Exec<'_> {
         match step {
             Step::LinkNetns { .. } => self.link_netns(step, undo).await,
             Step::CreateBridge { .. } => self.create_bridge(step, undo).await,
+            Step::CreateOvsBridge { name } => {
+                if ovs::create_bridge(name)? {
+                    undo.push(Undo::OvsReleaseBridge { name: name.clone() });
+                }
+                Ok(())
+            }
+            Step::OvsPort { bridge, port, tag } => {
+                ovs::add_port(bridge, port, *tag, self.id)?;
+                undo.push(Undo::OvsDelPort {
+                    port: port.clone(),
+                    id: self.id.clone(),
+                });
+                Ok(())
+            }
             Step::HostUp { .. } => self.host_up(step, undo).await,
             Step::CreateVeth { .. } => self.create_veth(step, undo).await,
             Step::CreateMacvlan { .. } => self.create_macvlan(step, undo).await,

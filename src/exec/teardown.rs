@@ -91,6 +91,7 @@ pub async fn would(op: &Teardown, cx: &Cx<'_>) -> Option<String> {
             ))
         }
         Teardown::StopKeeper { .. } | Teardown::HostDownIfUnused { .. } => None,
+        Teardown::OvsDelPort { port, id } => super::ovs::would_del_port(port, id),
         op => Some(op.to_string()),
     }
 }
@@ -241,7 +242,10 @@ async fn teardown_host(op: &Teardown, cx: &Cx<'_>) -> Outcome {
                 .store
                 .shared_lock(true)
                 .map_err(|e| format!("taking the shared-link lock: {e}"))?;
-            if used_elsewhere(cx, name.as_str(), except, Some(*index)).await? {
+            // Only other attachments count: the kernel's own links stacked on
+            // it say nothing (bringing a parent up brings its 802.1Q children
+            // up with it), and whatever hung on it was down with it before.
+            if used_elsewhere(cx, name.as_str(), except, None).await? {
                 debug!("{name} is in use by another attachment: left up");
                 return Ok(None);
             }
@@ -264,6 +268,8 @@ async fn teardown_host(op: &Teardown, cx: &Cx<'_>) -> Outcome {
                     )
                 })
         }
+        Teardown::OvsDelPort { port, id } => super::ovs::del_port(port, id),
+        Teardown::OvsReleaseBridge { name } => super::ovs::release_bridge(name),
         Teardown::RemoveRecord(id) => cx
             .store
             .remove(id)
@@ -274,9 +280,9 @@ async fn teardown_host(op: &Teardown, cx: &Cx<'_>) -> Outcome {
     }
 }
 
-/// Does anything but `except` use host link `name` (index `index`)? Another
-/// record (pending or committed) naming it, a bridge port, or a child link on
-/// the host. Called under the exclusive shared-link lock.
+/// Does anything but `except` use host link `name`? Another record (pending or
+/// committed) naming it or a link stacked on it; with `index`, also a bridge
+/// port or a child link on the host. Called under the exclusive shared-link lock.
 async fn used_elsewhere(
     cx: &Cx<'_>,
     name: &str,

@@ -24,6 +24,9 @@ pub enum HostSide {
     NewBridge(IfName),
     /// HOST_IF exists and is not a bridge: the parent of a macvlan.
     Parent(Link),
+    /// HOST_IF is an Open vSwitch bridge (`exists`), or a missing name
+    /// starting with `ovs` that pipe creates in the OVSDB.
+    Ovs { bridge: IfName, exists: bool },
 }
 
 /// Everything `plan` needs to know about the world, read before any change.
@@ -102,6 +105,9 @@ pub enum Step {
         /// bridge the smallest MTU of its ports).
         host_mtu: u32,
         mac: Option<Mac>,
+        /// `bridge` is an Open vSwitch bridge: no kernel master (a later
+        /// [`Step::OvsPort`] adds the host end to it).
+        ovs: bool,
     },
     CreateMacvlan {
         parent: IfName,
@@ -155,6 +161,18 @@ pub enum Step {
         port: IfName,
         vid: VlanId,
         drop_vid: Option<u16>,
+    },
+    /// Create the Open vSwitch bridge `name` in the OVSDB (joined if another
+    /// run created it first); rollback deletes it if it has no port then.
+    CreateOvsBridge {
+        name: IfName,
+    },
+    /// Make host link `port` a port of Open vSwitch bridge `bridge` (an
+    /// access port of VLAN `tag`), its `external_ids` naming the attachment.
+    OvsPort {
+        bridge: IfName,
+        port: IfName,
+        tag: Option<VlanId>,
     },
     AddAddress {
         ifname: IfName,
@@ -278,7 +296,7 @@ pub fn plan(spec: &AttachSpec, facts: &Facts, ns: NsRef) -> Result<Plan> {
             let bname = match &facts.host {
                 HostSide::Bridge(b) => b.name.clone(),
                 HostSide::NewBridge(n) => n.to_string(),
-                HostSide::Parent(_) => unreachable!(),
+                _ => unreachable!(),
             };
             if spec.ipvlan.is_some() {
                 return Err(Error::Usage(format!(
@@ -307,7 +325,7 @@ pub fn plan(spec: &AttachSpec, facts: &Facts, ns: NsRef) -> Result<Plan> {
                     steps.push(Step::CreateBridge { name: n.clone() });
                     (n.clone(), None, 1500)
                 }
-                HostSide::Parent(_) => unreachable!(),
+                _ => unreachable!(),
             };
             if facts.host_veth_taken {
                 return Err(Error::Refused(format!(
@@ -336,6 +354,7 @@ pub fn plan(spec: &AttachSpec, facts: &Facts, ns: NsRef) -> Result<Plan> {
                     (_, m) => m.unwrap_or(bridge_mtu),
                 },
                 mac: spec.mac,
+                ovs: false,
             });
             if let Some(vid) = spec.vlan {
                 let d = bvlan.default_pvid;
@@ -347,6 +366,12 @@ pub fn plan(spec: &AttachSpec, facts: &Facts, ns: NsRef) -> Result<Plan> {
             }
             kind = "veth";
             host_if = bridge;
+            host_ifname = Some(facts.host_veth.clone());
+        }
+        HostSide::Ovs { bridge, exists } => {
+            crate::planning::ovs::plan_ovs(spec, facts, bridge, *exists, &mut steps)?;
+            kind = "veth";
+            host_if = bridge.clone();
             host_ifname = Some(facts.host_veth.clone());
         }
         HostSide::Parent(p) => {
@@ -662,11 +687,23 @@ impl Step {
                 mtu,
                 host_mtu,
                 mac,
+                ovs,
                 ..
             } => format!(
-                "ip link add {host} mtu {host_mtu} master {bridge} up type veth peer name {guest} mtu {mtu}{} netns {} && {ip} link set {guest} up",
+                "ip link add {host} mtu {host_mtu}{} up type veth peer name {guest} mtu {mtu}{} netns {} && {ip} link set {guest} up",
+                if *ovs {
+                    String::new()
+                } else {
+                    format!(" master {bridge}")
+                },
                 mac.map(|m| format!(" address {m}")).unwrap_or_default(),
                 ns.netns_arg()
+            ),
+            Step::CreateOvsBridge { name } => format!("ovs-vsctl --may-exist add-br {name}"),
+            Step::OvsPort { bridge, port, tag } => format!(
+                "ovs-vsctl add-port {bridge} {port}{} -- set port {port} external_ids:{}=ATTACHMENT",
+                tag.map(|t| format!(" tag={t}")).unwrap_or_default(),
+                crate::sys::ovsdb::OWNER_KEY
             ),
             Step::CreateMacvlan {
                 parent,
@@ -1158,5 +1195,35 @@ mod tests {
         assert!(!gateway_on_link(a.addr, "10.0.0.2".parse().unwrap()));
         assert!(gateway_on_link(None, "fe80::1".parse().unwrap()));
         assert!(!gateway_on_link(None, "10.0.0.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn ovs_bridge_new_and_existing_with_access_tag() {
+        let mut s = vlan_spec("ovsbr0", "10");
+        s.addr = "10.0.0.2/24".parse().unwrap();
+        let ovs = |exists| HostSide::Ovs {
+            bridge: "ovsbr0".parse().unwrap(),
+            exists,
+        };
+        let p = plan(&s, &facts(ovs(false)), ns()).unwrap();
+        let r = p.render();
+        assert!(r.contains("ovs-vsctl --may-exist add-br ovsbr0\n"), "{r}");
+        assert!(
+            r.contains("ip link add veth1pl42 mtu 1500 up type veth peer name eth1"),
+            "no kernel master on an OVS bridge: {r}"
+        );
+        assert!(
+            r.contains("ovs-vsctl add-port ovsbr0 veth1pl42 tag=10 "),
+            "{r}"
+        );
+        assert_eq!((p.kind, p.host_if.as_str()), ("veth", "ovsbr0"));
+        assert_eq!(
+            p.host_ifname.as_ref().map(|n| n.as_str()),
+            Some("veth1pl42")
+        );
+        let p = plan(&s, &facts(ovs(true)), ns()).unwrap();
+        assert!(!p.render().contains("add-br"), "{}", p.render());
+        s.ipvlan = Some(IpvlanMode::L2);
+        assert!(plan(&s, &facts(ovs(true)), ns()).is_err());
     }
 }

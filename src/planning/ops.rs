@@ -92,6 +92,12 @@ pub enum Teardown {
         index: u32,
         except: Option<AttachmentId>,
     },
+    /// Remove Open vSwitch port `port` (and its interface row) if its
+    /// `external_ids` name exactly attachment `id`. Nothing to do without an OVSDB.
+    OvsDelPort { port: IfName, id: AttachmentId },
+    /// Delete the Open vSwitch bridge this run created, unless it has a port
+    /// (other than its own) by now.
+    OvsReleaseBridge { name: IfName },
     /// Remove /var/run/netns/NAME if pipe made it for namespace `ns`.
     RemoveNetnsLink { name: NetnsName, ns: NsKey },
     /// Remove the journal record.
@@ -132,6 +138,13 @@ impl fmt::Display for Teardown {
             }
             Teardown::HostDownIfUnused { name, .. } => {
                 write!(f, "ip link set {name} down (if nothing uses it any more)")
+            }
+            Teardown::OvsDelPort { port, .. } => write!(
+                f,
+                "ovs-vsctl del-port {port} (if its external_ids name this attachment)"
+            ),
+            Teardown::OvsReleaseBridge { name } => {
+                write!(f, "ovs-vsctl del-br {name} (if it has no port)")
             }
             Teardown::RemoveNetnsLink { name, .. } => write!(f, "ip netns delete {name}"),
             Teardown::RemoveRecord(id) => write!(f, "rm the record of {id}"),

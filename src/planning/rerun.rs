@@ -93,6 +93,17 @@ pub fn plan(
             let hname: Option<IfName> = hv.and_then(|h| h.name.parse().ok());
             ("veth", name, hname)
         }
+        HostSide::Ovs { bridge, exists } => {
+            let hv = ex.host_veth.as_ref();
+            let rec_ok = ex.record.as_ref().is_none_or(|r| r.host_if == *bridge);
+            if !*exists || have_kind != "veth" || hv.is_none() || !rec_ok {
+                return Err(conflict(format!(
+                    "not a veth into Open vSwitch bridge {bridge}"
+                )));
+            }
+            let hname: Option<IfName> = hv.and_then(|h| h.name.parse().ok());
+            ("veth", bridge.clone(), hname)
+        }
         HostSide::Parent(p) => {
             if spec.direct_phys {
                 return Err(conflict(format!(

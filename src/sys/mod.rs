@@ -8,5 +8,6 @@ pub mod netlink;
 pub mod netns;
 pub mod netns_link;
 pub mod notify;
+pub mod ovsdb;
 pub mod runtime;
 pub mod store;

@@ -507,6 +507,15 @@ impl Netlink {
         self.ack(RouteNetlinkMessage::SetLink(m), 0).await
     }
 
+    /// Rename a link (the kernel wants it down).
+    pub async fn rename(&self, index: u32, name: &str) -> NlResult<()> {
+        debug!("netlink: rename link #{index} to {name}");
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        m.attributes.push(LinkAttribute::IfName(name.to_string()));
+        self.ack(RouteNetlinkMessage::SetLink(m), 0).await
+    }
+
     /// Bring a link up (or down).
     pub async fn set_up(&self, index: u32, up: bool) -> NlResult<()> {
         debug!("netlink: set link #{index} up={up}");

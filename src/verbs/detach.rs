@@ -159,6 +159,14 @@ pub fn plan(f: &Facts, why: Why) -> Result<Vec<Teardown>> {
             owner: host_owner.clone(),
         });
     }
+    // The host end of a veth may be an Open vSwitch port: its row goes too
+    // (only if it names this attachment; nothing to do on hosts without OVS).
+    if let Some(n) = &r.host_ifname {
+        ops.push(Teardown::OvsDelPort {
+            port: n.clone(),
+            id: id.clone(),
+        });
+    }
     // The record goes before the shared links are judged: parallel detaches of
     // a bridge's last ports each see the others' records gone, so the last one
     // deletes it. (Killed in between, gc removes a shared link no record uses.)
@@ -478,6 +486,7 @@ pub async fn collect(
             !matches!(
                 o,
                 Teardown::DeleteHostLink { .. }
+                    | Teardown::OvsDelPort { .. }
                     | Teardown::ReleaseShared { .. }
                     | Teardown::HostDownIfUnused { .. }
             )

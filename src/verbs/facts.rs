@@ -122,7 +122,7 @@ async fn vlan_facts(spec: &AttachSpec, side: &HostSide, host: &Netlink) -> Resul
             .map_err(|c| Error::kernel(format!("looking up host interface {name}"), c))
     };
     Ok(match side {
-        HostSide::NewBridge(_) => VlanFacts::default(),
+        HostSide::NewBridge(_) | HostSide::Ovs { .. } => VlanFacts::default(),
         HostSide::Bridge(b) => {
             let name: IfName = b.name.parse().map_err(Error::Refused)?;
             let d = detail(name).await?;
@@ -150,13 +150,17 @@ async fn host_side(r: &HostIfRef, host: &Netlink) -> Result<HostSide> {
                 .link(n.as_str())
                 .await
                 .map_err(|c| Error::kernel(format!("looking up host interface {n}"), c))?;
+            if let Some(side) = crate::verbs::ovs::host_side(n, l.as_ref())? {
+                return Ok(side);
+            }
             match l {
                 Some(l) => l,
                 None if n.as_str().starts_with("br") => return Ok(HostSide::NewBridge(n.clone())),
                 None => {
                     return Err(Error::Refused(format!(
                         "host interface {n} does not exist; give an existing interface, \
-                         or a name starting with 'br' to have pipe create that bridge"
+                         or a name starting with 'br' (a Linux bridge) or 'ovs' (an Open vSwitch \
+                         bridge) to have pipe create that bridge"
                     )));
                 }
             }

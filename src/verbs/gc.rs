@@ -135,6 +135,11 @@ pub async fn collect_all(
             });
         }
     }
+    // Open vSwitch ports whose attachment is gone (their rows outlive the veth).
+    match crate::verbs::ovs::stale_ports(&records) {
+        Ok(v) => ops.extend(v),
+        Err(e) => fails.push(e),
+    }
     let cx = Cx {
         host,
         guest: None,

@@ -3,6 +3,7 @@ pub mod attach;
 pub mod detach;
 pub mod facts;
 pub mod gc;
+pub mod ovs;
 pub mod p2p;
 pub mod precheck;
 pub mod report;

@@ -51,6 +51,7 @@ MODULES=(
     8021q ipvlan dummy:numdummies=0 macvlan macvtap veth bridge
     bonding:max_bonds=0 ifb:numifbs=0 vxlan tun
     sch_tbf sch_htb sch_netem sch_ingress cls_u32 cls_matchall act_mirred act_vlan
+    openvswitch
 )
 REQUIRED_MODULES=(8021q ipvlan dummy macvlan veth bridge)
 
@@ -213,6 +214,26 @@ fi
 
 log "kernel ready after $(elapsed "$T_START") s: $(basename "$BOOT_IMAGE") $KVER"
 
+# Open vSwitch userspace (ovsdb-server, ovs-vswitchd, ovs-vsctl) for the OVS tests, unpacked
+# like the kernel: Debian's openvswitch-switch/-common plus libraries a build host may lack.
+OVS_PKGS=(openvswitch-switch openvswitch-common libxdp1 libbpf1 libunbound8 libnuma1 libcap-ng0 libevent-2.1-7)
+OVS_DIR=$CACHE/openvswitch
+if [ ! -e "$OVS_DIR/.complete" ]; then
+    log "openvswitch: downloading ${OVS_PKGS[*]} (apt-get download; nothing is installed)"
+    dl=$(mktemp -d "$CACHE/dl.XXXXXX")
+    chmod 755 "$dl"
+    if ! (cd "$dl" && apt-get download -q -o APT::Sandbox::User=root "${OVS_PKGS[@]}" >"$dl/log" 2>&1); then
+        apt_update
+        (cd "$dl" && apt-get download -q -o APT::Sandbox::User=root "${OVS_PKGS[@]}" >"$dl/log" 2>&1) \
+            || { cat "$dl/log"; die "apt-get download of the Open vSwitch packages failed"; }
+    fi
+    for d in "$dl"/*.deb; do dpkg-deb -x "$d" "$dl/x" || die "dpkg-deb -x $d failed"; done
+    rm -rf "$OVS_DIR"
+    mv "$dl/x" "$OVS_DIR"
+    touch "$OVS_DIR/.complete"
+    rm -rf "$dl"
+fi
+
 # ---------------------------------------------------------------- 3. static build
 if command -v rustup >/dev/null; then
     rustup target list --installed 2>/dev/null | grep -qx "$TRIPLE" \
@@ -275,9 +296,11 @@ copy_with_libs() {
     cp -L "$src" "$R$dst"
     is_static "$src" && return 0
     { ldd "$src" | grep -oE '/[^ ]+' || true; } | while read -r lib; do
-        [ -e "$R$lib" ] && continue
-        mkdir -p "$R$(dirname "$lib")"
-        cp -L "$lib" "$R$lib"
+        # libraries of unpacked packages go where the VM's loader looks
+        local to=${lib#"${OVS_DIR:-/nonexistent}"}
+        [ -e "$R$to" ] && continue
+        mkdir -p "$R$(dirname "$to")"
+        cp -L "$lib" "$R$to"
     done
 }
 copy_tool() { # name destdir [required]
@@ -327,6 +350,9 @@ for spec in "${MODULES[@]}"; do
     fi
     while read -r kind ko _; do
         [ "$kind" = insmod ] || continue # "builtin NAME": nothing to load
+        # an accelerated alternative (softdep of libcrc32c, for openvswitch) that needs SSE4.2,
+        # which qemu's TCG CPU lacks: crc32c_generic, loaded next, does the work
+        case $ko in */crc32c-intel.ko*) continue ;; esac
         [ -n "${seen[$ko]:-}" ] && continue
         seen[$ko]=1
         rel=${ko#"$MODDIR"/}
@@ -344,6 +370,16 @@ for spec in "${MODULES[@]}"; do
         echo "$dst $p" >>"$R/etc/vm-modules"
     done <<<"$deps"
 done
+
+# Open vSwitch: the daemons and ovs-vsctl, with libraries from the unpacked packages first
+OVS_LIBS=$OVS_DIR/usr/lib/x86_64-linux-gnu:$OVS_DIR/lib/x86_64-linux-gnu
+for t in usr/sbin/ovsdb-server usr/lib/openvswitch-switch/ovs-vswitchd usr/bin/ovsdb-tool \
+    usr/bin/ovs-vsctl usr/bin/ovs-appctl usr/bin/ovs-ofctl; do
+    [ -x "$OVS_DIR/$t" ] || die "$t missing from the unpacked Open vSwitch packages"
+    LD_LIBRARY_PATH=$OVS_LIBS copy_with_libs "$OVS_DIR/$t" "/usr/sbin/$(basename "$t")"
+done
+mkdir -p "$R/usr/share/openvswitch"
+cp "$OVS_DIR/usr/share/openvswitch/vswitch.ovsschema" "$R/usr/share/openvswitch/"
 
 # binaries at their absolute host paths (CARGO_BIN_EXE_* are compile-time absolute paths)
 for b in "${BINS[@]}" "${VM_BINS[@]}"; do copy_with_libs "$b" "$b"; done
