@@ -7,4 +7,5 @@ pub mod guest;
 pub mod netlink;
 pub mod netns;
 pub mod notify;
+pub mod probe;
 pub mod store;
