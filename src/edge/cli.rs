@@ -128,6 +128,12 @@ pub struct Cli {
     #[arg(long, conflicts_with = "macvlan_mode")]
     pub direct_phys: bool,
 
+    /// With a macvlan (bridge mode): let the host and the container reach each other through
+    /// a shared host-side macvlan on the parent (created once, tagged pipe:shared, removed
+    /// with its last user) and a /32 (/128) route to each of the container's addresses.
+    #[arg(long, conflicts_with_all = ["ipvlan", "direct_phys"])]
+    pub host_shim: bool,
+
     /// Print the plan as equivalent ip commands and change nothing.
     #[arg(short = 'n', long, global = true)]
     pub dry_run: bool,
@@ -468,6 +474,7 @@ impl Cli {
             netns_link: !self.no_netns_link,
             timeout,
             rate: self.rate,
+            host_shim: self.host_shim,
         })
     }
 }

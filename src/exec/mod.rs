@@ -52,6 +52,7 @@ fn touches_shared(s: &Step) -> bool {
             | Step::MoveToGuest { .. }
             | Step::BridgeVlanFiltering { .. }
             | Step::BridgeAccessPort { .. }
+            | Step::EnsureShim { .. }
     )
 }
 
@@ -225,6 +226,67 @@ impl Exec<'_> {
             debug!("bridge {name} appeared meanwhile: joining it");
         }
         Ok(b.index)
+    }
+
+    /// Create the `--host-shim` macvlan `name` on `parent` (bridge mode, up,
+    /// tagged shared), or join it when it exists and is one. Returns its index.
+    async fn ensure_shim(
+        &mut self,
+        name: &IfName,
+        parent: &IfName,
+        parent_index: u32,
+        undo: &mut Vec<Undo>,
+    ) -> Result<u32> {
+        let l = NewLink {
+            name: name.as_str(),
+            up: true,
+            ..Default::default()
+        };
+        let created = match self
+            .host
+            .create_macvlan(&l, parent_index, crate::domain::spec::MacvlanMode::Bridge)
+            .await
+        {
+            Ok(()) => true,
+            Err(c) if c.errno == 17 => false,
+            Err(c) => {
+                return Err(Error::kernel(
+                    format!("creating the host shim {name} (macvlan on {parent})"),
+                    c,
+                ));
+            }
+        };
+        if created {
+            undo.push(Undo::ReleaseShared {
+                name: name.clone(),
+                untagged: true,
+                except: Some(self.id.clone()),
+            });
+        }
+        let d = self
+            .host
+            .link_detail(name.as_str())
+            .await
+            .map_err(|c| Error::kernel(format!("reading back {name}"), c))?
+            .ok_or_else(|| Error::Refused(format!("{name} vanished after creation; try again")))?;
+        if d.link.kind.as_deref() != Some("macvlan") || d.parent != Some(parent_index) {
+            return Err(Error::Refused(format!(
+                "{name} exists and is not a macvlan on {parent} (it is a {}); remove it or rename it, pipe uses that name for the host shim",
+                d.link.kind.as_deref().unwrap_or("device")
+            )));
+        }
+        if created {
+            self.host
+                .set_alias(d.link.index, SHARED_TAG, None)
+                .await
+                .map_err(|c| Error::kernel(format!("tagging {name}"), c))?;
+        } else if !d.link.up {
+            self.host
+                .set_up(d.link.index, true)
+                .await
+                .map_err(|c| Error::kernel(format!("bringing {name} up"), c))?;
+        }
+        Ok(d.link.index)
     }
 
     /// Is the bridge that had index `index` gone (or replaced)?
@@ -839,6 +901,25 @@ impl Exec<'_> {
                 });
                 self.leased = Some(lease);
             }
+            Step::EnsureShim {
+                name,
+                parent,
+                parent_index,
+            } => {
+                let parent_index = self.parent_index(parent, *parent_index)?;
+                let index = self.ensure_shim(name, parent, parent_index, undo).await?;
+                self.host_index.insert(name.clone(), index);
+            }
+            Step::ShimRoute { shim, dst } => {
+                let idx = self.parent_index(shim, None)?;
+                self.host.add_host_route(*dst, idx).await.map_err(|c| {
+                    Error::kernel(format!("adding the host route to {dst} through {shim}"), c)
+                })?;
+                undo.push(Undo::DeleteHostRoute {
+                    dst: *dst,
+                    dev: shim.clone(),
+                });
+            }
             Step::Announce { ifname, addr } => {
                 // A nudge, like pipework's `arping ... || true`: a failure to
                 // send is logged, never a reason to undo a working attach.
@@ -1147,6 +1228,20 @@ async fn teardown_host(op: &Teardown, cx: &Cx<'_>) -> Outcome {
                         crate::sys::netns::link_path(name.as_str()).display()
                     )
                 })
+        }
+        Teardown::DeleteHostRoute { dst, dev } => {
+            let l = match host.link(dev.as_str()).await {
+                Ok(Some(l)) => l,
+                // The shim is gone and took its routes along.
+                Ok(None) => return Ok(None),
+                Err(c) => return kernel(format!("looking up {dev}"))(c),
+            };
+            host.delete_host_route(*dst, l.index)
+                .await
+                .map(|()| Some(format!("host route to {dst}")))
+                .or_else(kernel(format!(
+                    "deleting the host route to {dst} via {dev}"
+                )))
         }
         Teardown::RemoveRecord(id) => cx
             .store

@@ -343,6 +343,7 @@ mod tests {
             netns_link: true,
             timeout: Duration::from_secs(5),
             rate: None,
+            host_shim: false,
         }
     }
 

@@ -86,6 +86,8 @@ pub struct Row {
     pub rate: Option<String>,
     /// `--persist` or the attachments file: `pipe watch` applies it again.
     pub persist: bool,
+    /// The `--host-shim` macvlan on the host, if any.
+    pub host_shim: Option<String>,
     pub state: State,
     /// What differs (drifted) or why it is stale.
     pub drift: Vec<String>,
@@ -125,6 +127,9 @@ impl Row {
         }
         if let Some(r) = &self.rate {
             s.push_str(&format!(" rate {r}"));
+        }
+        if let Some(h) = &self.host_shim {
+            s.push_str(&format!(" shim {h}"));
         }
         if self.persist {
             s.push_str(" persist");
@@ -283,6 +288,7 @@ pub async fn check(r: &Record, host: Option<&Netlink>) -> Row {
         mtu: r.spec.mtu,
         rate: r.spec.rate.clone(),
         persist: r.kept(),
+        host_shim: r.shim().map(|s| s.to_string()),
         state: State::Live,
         drift: Vec::new(),
         note: None,
@@ -449,6 +455,14 @@ async fn host_drift(r: &Record, h: &Netlink) -> Vec<String> {
         }
     } else if !parent.up {
         d.push(format!("parent {} down", r.host_if));
+    }
+    if let Some(s) = r.shim() {
+        match h.link(s.as_str()).await {
+            Ok(Some(l)) if l.up => {}
+            Ok(Some(_)) => d.push(format!("host shim {s} down")),
+            Ok(None) => d.push(format!("host shim {s} missing")),
+            Err(e) => d.push(format!("reading {s}: {e}")),
+        }
     }
     d
 }

@@ -297,6 +297,7 @@ impl Ctx<'_> {
             netns_link: false,
             timeout: Duration::from_secs(5),
             rate: opts.rate,
+            host_shim: false,
         };
         let undo_ipam = |s: &Self| {
             if let Some(kind) = &ipam_kind {
