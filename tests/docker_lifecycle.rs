@@ -547,3 +547,73 @@ fn detach_restores_a_docker_containers_default_route() {
     d.docker(&["rm", "-f", &c]);
     d.docker(&["network", "rm", &net]);
 }
+
+#[test]
+fn watch_applies_attachments_declared_in_labels_and_the_file_wins() {
+    let d = Daemon::start();
+    let br = unique("br");
+    let file = empty_file(&d);
+    let w = d.watch(&file);
+    let c = d.run(&[
+        "--label",
+        &format!("pipe.eth1={br} 10.97.0.2/24"),
+        "--label",
+        &format!("pipe.eth2={br} 10.97.1.2/24 --mtu 1400"),
+        "--label",
+        &format!("pipe.eth3={br}"),
+        "--label",
+        "com.example.other=1",
+    ]);
+    w.line(
+        &[&c, "eth1", "after the start event"],
+        Duration::from_secs(10),
+    );
+    w.line(
+        &[&c, "eth2", "after the start event"],
+        Duration::from_secs(10),
+    );
+    let pid = d.pid_of(&c);
+    assert_eq!(eth1_of(pid).1, ["10.97.0.2/24"]);
+    assert_eq!(eth1_of_dev(pid, "eth2").1, ["10.97.1.2/24"]);
+    let j: serde_json::Value = serde_json::from_str(&must(
+        Command::new("nsenter")
+            .arg(format!("--net=/proc/{pid}/ns/net"))
+            .args(["ip", "-j", "link", "show", "dev", "eth2"]),
+    ))
+    .unwrap();
+    assert_eq!(j[0]["mtu"], 1400);
+    // The bad label (pipe.eth3: no ADDR) is skipped; the good ones are applied.
+    let l = list_json(&d);
+    assert_eq!(l.len(), 2, "{l:?}");
+
+    // The file wins over a label for the same interface (label < --persist < file).
+    std::fs::write(
+        &file,
+        format!("[[attach]]\ncontainer = \"{c}\"\nhost = \"{br}\"\naddr = \"10.97.0.9/24\"\n"),
+    )
+    .unwrap();
+    d.docker(&["restart", "-t", "0", &c]);
+    w.line(&[&c, "eth1", "10.97.0.9/24"], Duration::from_secs(10));
+    w.line(
+        &[&c, "eth2", "after the start event"],
+        Duration::from_secs(10),
+    );
+    let pid = d.pid_of(&c);
+    assert_eq!(eth1_of(pid).1, ["10.97.0.9/24"]);
+    assert_eq!(eth1_of_dev(pid, "eth2").1, ["10.97.1.2/24"]);
+    // --once catches up from labels too (already attached: no change).
+    let once = d.pipe(&["watch", "--once", "--file", &file]);
+    assert!(
+        once.contains("already attached") && once.contains("eth2"),
+        "{once}"
+    );
+}
+
+fn list_json(d: &Daemon) -> Vec<serde_json::Value> {
+    let out = d.pipe(&["list", "--json"]);
+    serde_json::from_str::<serde_json::Value>(&out)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}

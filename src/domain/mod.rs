@@ -2,5 +2,6 @@ pub mod attachments;
 pub mod error;
 pub mod identity;
 pub mod iproute;
+pub mod labels;
 pub mod rate;
 pub mod spec;

@@ -33,6 +33,41 @@ use crate::sys::store::{self as state, Alive};
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
+/// A container's `pipe.IFNAME` labels: (key, value), sorted.
+pub type Labels = Vec<(String, String)>;
+
+/// The attachments a container's labels declare, minus those the file or a
+/// `--persist` record gives for the same interface: label < record < file.
+/// A bad label is reported and skipped.
+pub fn from_labels(id: &str, name: &str, labels: &Labels, wanted: &[Wanted]) -> Vec<Wanted> {
+    let mut out = Vec::new();
+    for r in
+        crate::domain::labels::parse(name, labels.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    {
+        match r {
+            Ok((_, spec)) => {
+                if wanted
+                    .iter()
+                    .any(|w| w.spec.ifname == spec.ifname && matches(&w.container, id, name))
+                {
+                    debug!(
+                        "watch: label pipe.{} of {name} is overridden by the file or a record",
+                        spec.ifname
+                    );
+                    continue;
+                }
+                out.push(Wanted {
+                    spec,
+                    container: name.to_string(),
+                    persist: false,
+                });
+            }
+            Err(e) => eprintln!("pipe: watch: container {name}: {e}; that label is skipped"),
+        }
+    }
+    out
+}
+
 /// One attachment to keep applied.
 #[derive(Clone, Debug)]
 pub struct Wanted {
@@ -49,6 +84,8 @@ pub enum Event {
     Start {
         id: String,
         name: String,
+        /// The container's `pipe.*` labels (attachments declared on it).
+        labels: Labels,
         /// The daemon's timestamp, nanoseconds since the epoch.
         time_nano: Option<i64>,
     },
@@ -160,8 +197,8 @@ async fn session(
     let running = eng.running().await?;
     info!("watch: connected; {} running container(s)", running.len());
     let n = running.len();
-    for (id, name) in running {
-        apply(file, &id, &name, None).await;
+    for (id, name, labels) in running {
+        apply(file, &id, &name, &labels, None).await;
     }
     // Caught up: under systemd (Type=notify) the service is now started.
     crate::sys::notify::ready(&format!(
@@ -176,8 +213,9 @@ async fn session(
             Event::Start {
                 id,
                 name,
+                labels,
                 time_nano,
-            } => apply(file, &id, &name, time_nano).await,
+            } => apply(file, &id, &name, &labels, time_nano).await,
             Event::Die { id, name } => died(&id, &name, host).await,
         }
     }
@@ -196,20 +234,22 @@ fn ms_since(t: i64) -> f64 {
 }
 
 /// Apply every wanted attachment of a container that started (or runs).
-async fn apply(file: &Path, id: &str, name: &str, time_nano: Option<i64>) {
+async fn apply(file: &Path, id: &str, name: &str, labels: &Labels, time_nano: Option<i64>) {
     if let Some(t) = time_nano {
         debug!(
             "watch: start of {name} received {:.1} ms after the event",
             ms_since(t)
         );
     }
-    let wanted = match load_wanted(file) {
+    let mut wanted = match load_wanted(file) {
         Ok(w) => w,
         Err(e) => {
             eprintln!("pipe: watch: {e}; keeping the container {name} as it is");
             return;
         }
     };
+    let declared = from_labels(id, name, labels, &wanted);
+    wanted.extend(declared);
     let mut seen = HashSet::new();
     for w in wanted
         .into_iter()
@@ -314,6 +354,15 @@ mod engine {
         Error::Refused(format!("Docker daemon at {host}: {what}: {e}"))
     }
 
+    fn pipe_labels(all: HashMap<String, String>) -> super::Labels {
+        let mut v: super::Labels = all
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(crate::domain::labels::PREFIX))
+            .collect();
+        v.sort();
+        v
+    }
+
     impl Engine {
         /// Connect as the docker CLI would (`DOCKER_HOST`, else the default
         /// socket) and agree on an API version.
@@ -328,8 +377,8 @@ mod engine {
             Ok(Engine { docker })
         }
 
-        /// Running containers: (ID, name without the leading '/').
-        pub async fn running(&self) -> Result<Vec<(String, String)>> {
+        /// Running containers: (ID, name without the leading '/', `pipe.*` labels).
+        pub async fn running(&self) -> Result<Vec<(String, String, super::Labels)>> {
             let list = self
                 .docker
                 .list_containers(Some(ListContainersOptions {
@@ -343,7 +392,8 @@ mod engine {
                 .filter_map(|c| {
                     let id = c.id?;
                     let name = c.names?.into_iter().next()?;
-                    Some((id, name.trim_start_matches('/').to_string()))
+                    let labels = pipe_labels(c.labels.unwrap_or_default());
+                    Some((id, name.trim_start_matches('/').to_string(), labels))
                 })
                 .collect())
         }
@@ -369,14 +419,15 @@ mod engine {
                 };
                 let actor = m.actor?;
                 let id = actor.id?;
-                let name = actor
-                    .attributes
-                    .and_then(|a| a.get("name").cloned())
-                    .unwrap_or_else(|| id.clone());
+                let attrs = actor.attributes.unwrap_or_default();
+                let name = attrs.get("name").cloned().unwrap_or_else(|| id.clone());
+                // The Engine puts the container's labels among the event's attributes.
+                let labels = pipe_labels(attrs);
                 match m.action.as_deref() {
                     Some("start") => Some(Ok(Event::Start {
                         id,
                         name,
+                        labels,
                         time_nano: m.time_nano,
                     })),
                     Some("die") => Some(Ok(Event::Die { id, name })),
@@ -390,6 +441,39 @@ mod engine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn labels_yield_to_the_file_and_records() {
+        let labels: Labels = vec![
+            ("pipe.eth1".into(), "br1 10.0.0.2/24".into()),
+            ("pipe.eth2".into(), "br1 10.0.1.2/24".into()),
+        ];
+        let file_eth1 = Wanted {
+            spec: crate::domain::attachments::parse(
+                "[[attach]]\ncontainer = \"0123abcd\"\nhost = \"br9\"\naddr = \"10.9.0.2/24\"\n",
+                "f",
+            )
+            .unwrap()
+            .remove(0)
+            .1,
+            container: "0123abcd".into(),
+            persist: false,
+        };
+        let w = from_labels(
+            "0123abcdef",
+            "web",
+            &labels,
+            std::slice::from_ref(&file_eth1),
+        );
+        assert_eq!(w.len(), 1);
+        assert_eq!(w[0].spec.ifname.as_str(), "eth2");
+        assert_eq!(w[0].spec.host_if.to_string(), "br1");
+        // Another container's entry does not shadow this one's label.
+        assert_eq!(
+            from_labels("ffff0000", "db", &labels, &[file_eth1]).len(),
+            2
+        );
+    }
 
     #[test]
     fn matching_names_and_ids() {
