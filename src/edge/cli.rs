@@ -48,8 +48,14 @@ The attachments file (TOML) has one [[attach]] table per interface; keys mirror 
   macvlan_mode = \"bridge\"              # optional
   vlan = 100                           # optional
   rate = \"10mbit\"                      # optional (--rate)
+  host_shim = true                     # optional (--host-shim)
 
 It is read again at each container start. Attachments made with --persist are applied too.
+Containers may declare their own with labels, in the command line's grammar without GUEST:
+docker run --label pipe.eth1=\"br1 192.168.1.10/24@192.168.1.1\" ...
+docker run --label pipe.eth2=\"eth0 10.0.0.5/24 U:web@100 --mtu 1400 --rate 10mbit\" ...
+(options: --mtu, --rate, --ipvlan, --macvlan-mode, --host-shim, -l; not --direct-phys). For the
+same container and interface the file wins over a --persist record, which wins over a label.
 On start and after each reconnection (backoff 0.1 s to 5 s), running containers are caught up.";
 
 #[derive(Parser, Debug)]
