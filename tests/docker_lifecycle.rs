@@ -617,3 +617,44 @@ fn list_json(d: &Daemon) -> Vec<serde_json::Value> {
         .unwrap()
         .clone()
 }
+
+/// Debian's docker-compose (1.29, the Engine API through docker-py): the network
+/// is declared next to the service, and `pipe watch` applies it.
+#[test]
+fn docker_compose_labels_are_applied_by_watch() {
+    assert!(
+        which("docker-compose"),
+        "docker-compose is not installed: apt-get install docker-compose (./tests/run.sh does)"
+    );
+    let d = Daemon::start();
+    let br = unique("br");
+    let file = empty_file(&d);
+    let w = d.watch(&file);
+    let dir = d.root.join("compose");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("docker-compose.yml"),
+        format!(
+            "version: \"3\"\nservices:\n  web:\n    image: {IMAGE}\n    command: sleep 1000\n    network_mode: none\n    labels:\n      pipe.eth1: \"{br} 10.98.0.2/24\"\n"
+        ),
+    )
+    .unwrap();
+    let project = unique("cp");
+    let compose = |args: &[&str]| {
+        must(
+            Command::new("docker-compose")
+                .current_dir(&dir)
+                .env("DOCKER_HOST", d.host())
+                .args(["-p", &project])
+                .args(args),
+        )
+    };
+    compose(&["up", "-d"]);
+    let name = format!("{project}_web_1");
+    w.line(
+        &[&name, "eth1", "after the start event"],
+        Duration::from_secs(20),
+    );
+    assert_eq!(eth1_of(d.pid_of(&name)).1, ["10.98.0.2/24"]);
+    compose(&["down", "-t", "0"]);
+}
