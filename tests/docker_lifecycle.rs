@@ -658,3 +658,38 @@ fn docker_compose_labels_are_applied_by_watch() {
     assert_eq!(eth1_of(d.pid_of(&name)).1, ["10.98.0.2/24"]);
     compose(&["down", "-t", "0"]);
 }
+
+/// `-vv` logs what pipe asked the Engine and the fields it used, not the whole inspect JSON.
+#[test]
+fn verbose_logs_the_question_not_the_whole_inspect() {
+    let d = Daemon::start();
+    let c = d.run(&[]);
+    let br = unique("br");
+    let o = d.ns.pipe_env(
+        &["-vv", "--dry-run", &br, &c, "10.99.0.2/24"],
+        &[
+            ("DOCKER_HOST", &d.host()),
+            ("PIPE_STATE_DIR", &d.state_dir()),
+        ],
+    );
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("inspect container {c} (fields used:")),
+        "{err}"
+    );
+    assert!(err.contains("with PID"), "{err}");
+    assert!(
+        !err.contains("\"GraphDriver\"") && !err.contains("Decoded into string"),
+        "the inspect JSON is dumped at -vv: {err}"
+    );
+    // -vvv (trace) still has the raw exchange for whoever needs it.
+    let o = d.ns.pipe_env(
+        &["-vvv", "--dry-run", &br, &c, "10.99.0.2/24"],
+        &[
+            ("DOCKER_HOST", &d.host()),
+            ("PIPE_STATE_DIR", &d.state_dir()),
+        ],
+    );
+    assert!(stderr(&o).contains("GraphDriver"), "{}", stderr(&o));
+}

@@ -40,7 +40,15 @@ pub(crate) fn init_logging(verbose: u8) {
         2 => "debug",
         _ => "trace",
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
+    // bollard logs whole Engine answers (a container's full inspect JSON) at
+    // debug: -vv says what pipe asked and which fields it used (sys::docker),
+    // the raw exchange is for -vvv (trace) or RUST_LOG.
+    let filter = if verbose == 2 {
+        format!("{level},bollard=info,hyper=info,hyper_util=info")
+    } else {
+        level.to_string()
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(filter))
         .format_timestamp(None)
         .init();
 }

@@ -183,6 +183,9 @@ pub(crate) async fn resolve_at(
     let started = Instant::now();
     let mut engine = Engine::connect(endpoint, timeout)?;
     loop {
+        debug!(
+            "docker: inspect container {wanted} (fields used: Id, Name, State.Status, State.Pid, HostConfig.NetworkMode)"
+        );
         let answer = engine.inspect(wanted, query).await?;
         match from_inspect(query, &answer) {
             Err(DockerError::Starting { name, state }) => {
