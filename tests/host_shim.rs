@@ -126,6 +126,16 @@ fn host_and_macvlan_container_reach_each_other_only_with_the_shim() {
     assert!(c2.ping("10.74.0.1"));
     // Containers still reach each other (bridge mode).
     assert!(c1.ping("10.74.0.3"));
+    // A re-run is a no-op; a re-run with another address moves the route.
+    let out = l.ok(&["--host-shim", &l.parent, &c2.pid_s(), "10.74.0.3/24"]);
+    assert!(out.contains("already attached"), "{out}");
+    l.ok(&["--host-shim", &l.parent, &c2.pid_s(), "10.74.0.4/24"]);
+    let r = l.routes();
+    assert!(
+        !r.contains("10.74.0.3 ") && r.contains(&format!("10.74.0.4 dev {shim}")),
+        "{r}"
+    );
+    assert!(l.host_pings("10.74.0.4"));
 
     // The record names the shim; pipe list shows both live.
     let list = l.ok(&["list", "--json"]);
@@ -143,12 +153,12 @@ fn host_and_macvlan_container_reach_each_other_only_with_the_shim() {
     assert!(out.contains("host route to 10.74.0.2"), "{out}");
     assert!(!l.routes().contains("10.74.0.2 "), "{}", l.routes());
     assert_eq!(l.shims(), std::slice::from_ref(&shim));
-    assert!(l.host_pings("10.74.0.3"));
+    assert!(l.host_pings("10.74.0.4"));
     // The last user: the shim goes too.
     let out = l.ok(&["detach", &c2.pid_s()]);
     assert!(out.contains(&shim), "{out}");
     assert!(l.shims().is_empty());
-    assert!(!l.routes().contains("10.74.0.3"), "{}", l.routes());
+    assert!(!l.routes().contains(&shim), "{}", l.routes());
     assert_eq!(l.host.links(), before);
 }
 

@@ -906,7 +906,18 @@ impl Exec<'_> {
                 parent,
                 parent_index,
             } => {
-                let parent_index = self.parent_index(parent, *parent_index)?;
+                let parent_index = match self.parent_index(parent, *parent_index) {
+                    Ok(i) => i,
+                    // A re-run: the parent exists and was not looked up by the plan.
+                    Err(_) => {
+                        self.host
+                            .link(parent.as_str())
+                            .await
+                            .map_err(|c| Error::kernel(format!("looking up {parent}"), c))?
+                            .ok_or_else(|| Error::Refused(format!("{parent} vanished")))?
+                            .index
+                    }
+                };
                 let index = self.ensure_shim(name, parent, parent_index, undo).await?;
                 self.host_index.insert(name.clone(), index);
             }
@@ -919,6 +930,19 @@ impl Exec<'_> {
                     dst: *dst,
                     dev: shim.clone(),
                 });
+            }
+            Step::ShimUnroute { shim, dst } => {
+                // No undo: a rollback puts the address back, and a re-run puts the route back.
+                let idx = self.parent_index(shim, None)?;
+                match self.host.delete_host_route(*dst, idx).await {
+                    Err(c) if !matches!(c.errno, 2 | 3) => {
+                        return Err(Error::kernel(
+                            format!("deleting the host route to {dst} through {shim}"),
+                            c,
+                        ));
+                    }
+                    _ => {}
+                }
             }
             Step::Announce { ifname, addr } => {
                 // A nudge, like pipework's `arping ... || true`: a failure to

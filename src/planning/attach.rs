@@ -214,6 +214,11 @@ pub enum Step {
         shim: IfName,
         dst: IpAddr,
     },
+    /// `--host-shim` re-run: the host route to an address the container no longer has.
+    ShimUnroute {
+        shim: IfName,
+        dst: IpAddr,
+    },
     /// Tell the link that `addr` now lives at this interface's MAC: one
     /// gratuitous ARP (IPv4) or unsolicited neighbour advertisement (IPv6).
     /// Last, so nothing is announced for an attach that is rolled back.
@@ -790,6 +795,10 @@ impl Step {
             ),
             Step::ShimRoute { shim, dst } => format!(
                 "ip route replace {dst}/{} dev {shim} scope link",
+                if dst.is_ipv6() { 128 } else { 32 }
+            ),
+            Step::ShimUnroute { shim, dst } => format!(
+                "ip route del {dst}/{} dev {shim}",
                 if dst.is_ipv6() { 128 } else { 32 }
             ),
             Step::Announce { ifname, addr } => match addr {
