@@ -22,11 +22,17 @@ _pipe() {
             pipe,detach)
                 cmd="pipe__subcmd__detach"
                 ;;
+            pipe,doctor)
+                cmd="pipe__subcmd__doctor"
+                ;;
             pipe,gc)
                 cmd="pipe__subcmd__gc"
                 ;;
             pipe,link)
                 cmd="pipe__subcmd__link"
+                ;;
+            pipe,list)
+                cmd="pipe__subcmd__list"
                 ;;
             pipe,route)
                 cmd="pipe__subcmd__route"
@@ -50,7 +56,7 @@ _pipe() {
 
     case "${cmd}" in
         pipe)
-            opts="-i -l -a -n -v -h -V --container-ifname --host-ifname --family --mtu --rate --macvlan-mode --ipvlan --direct-phys --dry-run --verbose --json --no-netns-link --timeout --wait --persist --state-dir --generate --help --version detach apply gc watch route rule link selftest tc"
+            opts="-i -l -a -n -v -h -V --container-ifname --host-ifname --family --mtu --rate --macvlan-mode --ipvlan --direct-phys --host-shim --dry-run --verbose --json --no-netns-link --timeout --wait --persist --state-dir --generate --help --version detach apply gc watch route rule link selftest list doctor tc"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -163,6 +169,24 @@ _pipe() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        pipe__subcmd__doctor)
+            opts="-n -v -h --dry-run --verbose --json --state-dir --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         pipe__subcmd__gc)
             opts="-n -v -h --dry-run --verbose --json --state-dir --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -206,6 +230,28 @@ _pipe() {
                     ;;
                 --timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        pipe__subcmd__list)
+            opts="-n -v -h --state --dry-run --verbose --json --state-dir --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --state)
+                    COMPREPLY=($(compgen -W "live drifted stale pending" -- "${cur}"))
                     return 0
                     ;;
                 --state-dir)

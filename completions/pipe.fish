@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_pipe_global_optspecs
-    string join \n i/container-ifname= l/host-ifname= a/family= mtu= rate= macvlan-mode= ipvlan= direct-phys n/dry-run v/verbose json no-netns-link timeout= wait persist state-dir= generate= h/help V/version
+    string join \n i/container-ifname= l/host-ifname= a/family= mtu= rate= macvlan-mode= ipvlan= direct-phys host-shim n/dry-run v/verbose json no-netns-link timeout= wait persist state-dir= generate= h/help V/version
 end
 
 function __fish_pipe_needs_command
@@ -44,6 +44,7 @@ bash\t''
 zsh\t''
 fish\t''"
 complete -c pipe -n "__fish_pipe_needs_command" -l direct-phys -d 'Move HOST_IF itself (or its VLAN sub-interface HOST_IF.VLAN) into the container, renamed to IFNAME; its old name is kept in the interface alias'
+complete -c pipe -n "__fish_pipe_needs_command" -l host-shim -d 'With a macvlan (bridge mode): let the host and the container reach each other through a shared host-side macvlan on the parent (created once, tagged pipe:shared, removed with its last user) and a /32 (/128) route to each of the container\'s addresses'
 complete -c pipe -n "__fish_pipe_needs_command" -s n -l dry-run -d 'Print the plan as equivalent ip commands and change nothing'
 complete -c pipe -n "__fish_pipe_needs_command" -s v -l verbose -d 'More logging (-v: info, -vv: debug, -vvv: trace); RUST_LOG also works'
 complete -c pipe -n "__fish_pipe_needs_command" -l json -d 'Print the result as one JSON object'
@@ -60,6 +61,8 @@ complete -c pipe -n "__fish_pipe_needs_command" -a "route" -d 'Add, delete or re
 complete -c pipe -n "__fish_pipe_needs_command" -a "rule" -d 'Add or delete a policy routing rule inside the container, over netlink'
 complete -c pipe -n "__fish_pipe_needs_command" -a "link" -d 'Connect two containers with one veth pair: no bridge, no host-side interface'
 complete -c pipe -n "__fish_pipe_needs_command" -a "selftest" -d 'Run the main job on throwaway namespaces: real attaches, pings, a re-run, detach'
+complete -c pipe -n "__fish_pipe_needs_command" -a "list" -d 'List the attachments pipe has records of, each checked against the kernel'
+complete -c pipe -n "__fish_pipe_needs_command" -a "doctor" -d 'Check this host (and a host interface, a container) before attaching; changes nothing'
 complete -c pipe -n "__fish_pipe_needs_command" -a "tc" -d 'Run the host\'s `tc` with these arguments inside the container\'s namespace'
 complete -c pipe -n "__fish_pipe_using_subcommand detach" -s i -l container-ifname -d 'Interface name inside the container' -r
 complete -c pipe -n "__fish_pipe_using_subcommand detach" -l timeout -d 'Seconds to wait for a starting container to get a PID (0 to 86400)' -r
@@ -113,6 +116,20 @@ complete -c pipe -n "__fish_pipe_using_subcommand selftest" -s n -l dry-run -d '
 complete -c pipe -n "__fish_pipe_using_subcommand selftest" -s v -l verbose -d 'More logging (-v: info, -vv: debug, -vvv: trace); RUST_LOG also works'
 complete -c pipe -n "__fish_pipe_using_subcommand selftest" -l json -d 'Print the result as one JSON object'
 complete -c pipe -n "__fish_pipe_using_subcommand selftest" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c pipe -n "__fish_pipe_using_subcommand list" -l state -d 'Only attachments in this state' -r -f -a "live\t''
+drifted\t''
+stale\t''
+pending\t''"
+complete -c pipe -n "__fish_pipe_using_subcommand list" -l state-dir -d 'Where pipe keeps its records of what it created' -r -F
+complete -c pipe -n "__fish_pipe_using_subcommand list" -s n -l dry-run -d 'Print the plan as equivalent ip commands and change nothing'
+complete -c pipe -n "__fish_pipe_using_subcommand list" -s v -l verbose -d 'More logging (-v: info, -vv: debug, -vvv: trace); RUST_LOG also works'
+complete -c pipe -n "__fish_pipe_using_subcommand list" -l json -d 'Print the result as one JSON object'
+complete -c pipe -n "__fish_pipe_using_subcommand list" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c pipe -n "__fish_pipe_using_subcommand doctor" -l state-dir -d 'Where pipe keeps its records of what it created' -r -F
+complete -c pipe -n "__fish_pipe_using_subcommand doctor" -s n -l dry-run -d 'Print the plan as equivalent ip commands and change nothing'
+complete -c pipe -n "__fish_pipe_using_subcommand doctor" -s v -l verbose -d 'More logging (-v: info, -vv: debug, -vvv: trace); RUST_LOG also works'
+complete -c pipe -n "__fish_pipe_using_subcommand doctor" -l json -d 'Print the result as one JSON object'
+complete -c pipe -n "__fish_pipe_using_subcommand doctor" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c pipe -n "__fish_pipe_using_subcommand tc" -l state-dir -d 'Where pipe keeps its records of what it created' -r -F
 complete -c pipe -n "__fish_pipe_using_subcommand tc" -s n -l dry-run -d 'Print the plan as equivalent ip commands and change nothing'
 complete -c pipe -n "__fish_pipe_using_subcommand tc" -s v -l verbose -d 'More logging (-v: info, -vv: debug, -vvv: trace); RUST_LOG also works'

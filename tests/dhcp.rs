@@ -325,3 +325,37 @@ fn pipework_client_spellings_run_that_client() {
         "10.97.0.1"
     );
 }
+
+/// DHCP progress goes to stderr when it is a terminal (a pty from `script`),
+/// and nothing extra otherwise.
+#[test]
+fn progress_on_a_terminal_only() {
+    let s = Server::new(93, 60);
+    let c = Container::new();
+    let o = s.pipe(&[&s.br, &c.pid_s(), "dhcp"]);
+    assert!(o.status.success(), "{}{}", stderr(&o), s.log());
+    assert!(!stderr(&o).contains("pipe: dhcp:"), "{}", stderr(&o));
+    let o = s.pipe(&["detach", &c.pid_s()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    let cmd = format!(
+        "nsenter --net={} {BIN} -i eth2 {} {} dhcp",
+        s.host.path(),
+        s.br,
+        c.pid
+    );
+    let o = run(Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env("PIPE_STATE_DIR", &s.state));
+    let out = stdout(&o);
+    assert!(o.status.success(), "{out}{}", s.log());
+    for want in [
+        "pipe: dhcp: DISCOVER sent",
+        "pipe: dhcp: OFFER of 10.93.0.1",
+        "pipe: dhcp: lease of 10.93.0.1",
+    ] {
+        assert!(out.contains(want), "{want:?} not in {out}");
+    }
+    let o = s.pipe(&["detach", "-i", "eth2", &c.pid_s()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}

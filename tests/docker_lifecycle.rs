@@ -547,3 +547,149 @@ fn detach_restores_a_docker_containers_default_route() {
     d.docker(&["rm", "-f", &c]);
     d.docker(&["network", "rm", &net]);
 }
+
+#[test]
+fn watch_applies_attachments_declared_in_labels_and_the_file_wins() {
+    let d = Daemon::start();
+    let br = unique("br");
+    let file = empty_file(&d);
+    let w = d.watch(&file);
+    let c = d.run(&[
+        "--label",
+        &format!("pipe.eth1={br} 10.97.0.2/24"),
+        "--label",
+        &format!("pipe.eth2={br} 10.97.1.2/24 --mtu 1400"),
+        "--label",
+        &format!("pipe.eth3={br}"),
+        "--label",
+        "com.example.other=1",
+    ]);
+    w.line(
+        &[&c, "eth1", "after the start event"],
+        Duration::from_secs(10),
+    );
+    w.line(
+        &[&c, "eth2", "after the start event"],
+        Duration::from_secs(10),
+    );
+    let pid = d.pid_of(&c);
+    assert_eq!(eth1_of(pid).1, ["10.97.0.2/24"]);
+    assert_eq!(eth1_of_dev(pid, "eth2").1, ["10.97.1.2/24"]);
+    let j: serde_json::Value = serde_json::from_str(&must(
+        Command::new("nsenter")
+            .arg(format!("--net=/proc/{pid}/ns/net"))
+            .args(["ip", "-j", "link", "show", "dev", "eth2"]),
+    ))
+    .unwrap();
+    assert_eq!(j[0]["mtu"], 1400);
+    // The bad label (pipe.eth3: no ADDR) is skipped; the good ones are applied.
+    let l = list_json(&d);
+    assert_eq!(l.len(), 2, "{l:?}");
+
+    // The file wins over a label for the same interface (label < --persist < file).
+    std::fs::write(
+        &file,
+        format!("[[attach]]\ncontainer = \"{c}\"\nhost = \"{br}\"\naddr = \"10.97.0.9/24\"\n"),
+    )
+    .unwrap();
+    d.docker(&["restart", "-t", "0", &c]);
+    w.line(&[&c, "eth1", "10.97.0.9/24"], Duration::from_secs(10));
+    w.line(
+        &[&c, "eth2", "after the start event"],
+        Duration::from_secs(10),
+    );
+    let pid = d.pid_of(&c);
+    assert_eq!(eth1_of(pid).1, ["10.97.0.9/24"]);
+    assert_eq!(eth1_of_dev(pid, "eth2").1, ["10.97.1.2/24"]);
+    // --once catches up from labels too (already attached: no change).
+    let once = d.pipe(&["watch", "--once", "--file", &file]);
+    assert!(
+        once.contains("already attached") && once.contains("eth2"),
+        "{once}"
+    );
+}
+
+fn list_json(d: &Daemon) -> Vec<serde_json::Value> {
+    let out = d.pipe(&["list", "--json"]);
+    serde_json::from_str::<serde_json::Value>(&out)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// Debian's docker-compose (1.29, the Engine API through docker-py): the network
+/// is declared next to the service, and `pipe watch` applies it.
+#[test]
+fn docker_compose_labels_are_applied_by_watch() {
+    assert!(
+        which("docker-compose"),
+        "docker-compose is not installed: apt-get install docker-compose (./tests/run.sh does)"
+    );
+    let d = Daemon::start();
+    let br = unique("br");
+    let file = empty_file(&d);
+    let w = d.watch(&file);
+    let dir = d.root.join("compose");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("docker-compose.yml"),
+        format!(
+            "version: \"3\"\nservices:\n  web:\n    image: {IMAGE}\n    command: sleep 1000\n    network_mode: none\n    labels:\n      pipe.eth1: \"{br} 10.98.0.2/24\"\n"
+        ),
+    )
+    .unwrap();
+    let project = unique("cp");
+    let compose = |args: &[&str]| {
+        must(
+            Command::new("docker-compose")
+                .current_dir(&dir)
+                .env("DOCKER_HOST", d.host())
+                .args(["-p", &project])
+                .args(args),
+        )
+    };
+    compose(&["up", "-d"]);
+    let name = format!("{project}_web_1");
+    w.line(
+        &[&name, "eth1", "after the start event"],
+        Duration::from_secs(20),
+    );
+    assert_eq!(eth1_of(d.pid_of(&name)).1, ["10.98.0.2/24"]);
+    compose(&["down", "-t", "0"]);
+}
+
+/// `-vv` logs what pipe asked the Engine and the fields it used, not the whole inspect JSON.
+#[test]
+fn verbose_logs_the_question_not_the_whole_inspect() {
+    let d = Daemon::start();
+    let c = d.run(&[]);
+    let br = unique("br");
+    let o = d.ns.pipe_env(
+        &["-vv", "--dry-run", &br, &c, "10.99.0.2/24"],
+        &[
+            ("DOCKER_HOST", &d.host()),
+            ("PIPE_STATE_DIR", &d.state_dir()),
+        ],
+    );
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("inspect container {c} (fields used:")),
+        "{err}"
+    );
+    assert!(err.contains("with PID"), "{err}");
+    assert!(
+        !err.contains("\"GraphDriver\"") && !err.contains("Decoded into string"),
+        "the inspect JSON is dumped at -vv: {err}"
+    );
+    // -vvv (trace) still has the raw exchange for whoever needs it.
+    let o = d.ns.pipe_env(
+        &["-vvv", "--dry-run", &br, &c, "10.99.0.2/24"],
+        &[
+            ("DOCKER_HOST", &d.host()),
+            ("PIPE_STATE_DIR", &d.state_dir()),
+        ],
+    );
+    assert!(stderr(&o).contains("GraphDriver"), "{}", stderr(&o));
+}

@@ -48,7 +48,7 @@ fn every_verb_has_a_page_and_hidden_verbs_appear_nowhere() {
     let all = files();
     let names: BTreeSet<&str> = all.iter().map(|(r, _)| r.as_str()).collect();
     for verb in [
-        "detach", "gc", "watch", "apply", "link", "route", "rule", "tc",
+        "detach", "gc", "watch", "apply", "link", "route", "rule", "tc", "list", "doctor",
     ] {
         let page = format!("man/pipe-{verb}.1");
         assert!(names.contains(page.as_str()), "no {page} in {names:?}");

@@ -26,9 +26,10 @@ cd "$ROOT"
 # binutils: readelf (the .deb's Depends, the static binary check); mmdebstrap and e2fsprogs: the
 # systemd tier's root file system (tests/vm/systemd.sh). For the CNI tests (tests/cni.rs): podman
 # (its CNI backend, with runc), containerd (ctr run --cni), the reference plugins and IPAM
-# (containernetworking-plugins in /usr/lib/cni), jq.
+# (containernetworking-plugins in /usr/lib/cni), jq; docker-compose 1.29 (labels from a compose file).
 PACKAGES=(iproute2 iputils-ping iputils-arping util-linux busybox-static docker.io curl
-    ca-certificates binutils mmdebstrap e2fsprogs podman runc containerd containernetworking-plugins jq)
+    ca-certificates binutils mmdebstrap e2fsprogs podman runc containerd containernetworking-plugins jq
+    docker-compose)
 
 T0=$(date +%s)
 failed=()

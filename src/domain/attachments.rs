@@ -55,6 +55,9 @@ pub struct Entry {
     /// `--rate RATE[/BURST]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate: Option<String>,
+    /// `--host-shim`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub host_shim: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -81,6 +84,7 @@ impl Entry {
             ipvlan: s.ipvlan.map(|m| m.as_str().to_string()),
             direct_phys: s.direct_phys,
             rate: s.rate.map(|r| r.to_string()),
+            host_shim: s.host_shim,
         }
     }
 
@@ -143,6 +147,7 @@ impl Entry {
                 .map(str::parse)
                 .transpose()
                 .map_err(|e| f("rate", e))?,
+            host_shim: self.host_shim,
         })
     }
 }

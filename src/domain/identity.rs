@@ -112,6 +112,9 @@ pub enum Created {
     GuestLink(IfName),
     /// A /var/run/netns symlink (and its marker).
     NetnsLink(NetnsName),
+    /// The host-side macvlan of `--host-shim` (shared: removed with its last
+    /// user). Every record that uses it names it, whether it made it or joined it.
+    Shim(IfName),
 }
 
 /// A name under /var/run/netns: no `/`, not `.` or `..`.
@@ -275,7 +278,7 @@ impl Record {
     /// Shared host links (bridges, VLAN sub-interfaces) this record created.
     pub fn created_shared(&self) -> impl Iterator<Item = &IfName> {
         self.created.iter().filter_map(|c| match c {
-            Created::Bridge(n) | Created::Vlan(n) => Some(n),
+            Created::Bridge(n) | Created::Vlan(n) | Created::Shim(n) => Some(n),
             _ => None,
         })
     }
@@ -284,9 +287,17 @@ impl Record {
     pub fn uses_host_link(&self, name: &str) -> bool {
         self.host_if.as_str() == name
             || self.created.iter().any(|c| match c {
-                Created::Bridge(n) | Created::Vlan(n) => n.as_str() == name,
+                Created::Bridge(n) | Created::Vlan(n) | Created::Shim(n) => n.as_str() == name,
                 _ => false,
             })
+    }
+
+    /// The `--host-shim` macvlan this record uses, if any.
+    pub fn shim(&self) -> Option<&IfName> {
+        self.created.iter().find_map(|c| match c {
+            Created::Shim(n) => Some(n),
+            _ => None,
+        })
     }
 
     pub fn has_label(&self, l: &str) -> bool {

@@ -586,6 +586,9 @@ pub struct AttachSpec {
     pub timeout: Duration,
     /// `--rate RATE[/BURST]`: shape the container's egress (TBF on its interface).
     pub rate: Option<crate::domain::rate::Rate>,
+    /// `--host-shim`: a shared host-side macvlan on the parent plus a host route
+    /// to each address, so the host and its macvlan containers reach each other.
+    pub host_shim: bool,
 }
 
 /// Host-side veth name for a guest: pipework's `v{IF}pl{KEY}` when it fits in

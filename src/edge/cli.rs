@@ -48,8 +48,14 @@ The attachments file (TOML) has one [[attach]] table per interface; keys mirror 
   macvlan_mode = \"bridge\"              # optional
   vlan = 100                           # optional
   rate = \"10mbit\"                      # optional (--rate)
+  host_shim = true                     # optional (--host-shim)
 
 It is read again at each container start. Attachments made with --persist are applied too.
+Containers may declare their own with labels, in the command line's grammar without GUEST:
+docker run --label pipe.eth1=\"br1 192.168.1.10/24@192.168.1.1\" ...
+docker run --label pipe.eth2=\"eth0 10.0.0.5/24 U:web@100 --mtu 1400 --rate 10mbit\" ...
+(options: --mtu, --rate, --ipvlan, --macvlan-mode, --host-shim, -l; not --direct-phys). For the
+same container and interface the file wins over a --persist record, which wins over a label.
 On start and after each reconnection (backoff 0.1 s to 5 s), running containers are caught up.";
 
 #[derive(Parser, Debug)]
@@ -127,6 +133,12 @@ pub struct Cli {
     /// renamed to IFNAME; its old name is kept in the interface alias.
     #[arg(long, conflicts_with = "macvlan_mode")]
     pub direct_phys: bool,
+
+    /// With a macvlan (bridge mode): let the host and the container reach each other through
+    /// a shared host-side macvlan on the parent (created once, tagged pipe:shared, removed
+    /// with its last user) and a /32 (/128) route to each of the container's addresses.
+    #[arg(long, conflicts_with_all = ["ipvlan", "direct_phys"])]
+    pub host_shim: bool,
 
     /// Print the plan as equivalent ip commands and change nothing.
     #[arg(short = 'n', long, global = true)]
@@ -304,6 +316,38 @@ pub enum Command {
         #[arg(long)]
         clean: bool,
     },
+    /// List the attachments pipe has records of, each checked against the kernel
+    ///
+    /// One line per attachment: its state (live: the kernel matches the record; drifted:
+    /// it exists but differs, and what differs; stale: the container is gone, pipe gc would
+    /// remove it; pending: an attach is under way), container, interface, kind, host side,
+    /// MAC, addresses, gateways, VLAN, MTU, rate, persist. Changes nothing; works without
+    /// Docker (names it could not check are said so).
+    #[command(after_help = LIST_HELP)]
+    List {
+        /// Only this container (a label it was attached under: name, ID, PID, netns name or path).
+        #[arg(value_name = "GUEST")]
+        guest: Option<String>,
+        /// Only attachments in this state.
+        #[arg(long, value_name = "STATE", value_parser = crate::verbs::list::State::ALL)]
+        state: Option<String>,
+    },
+    /// Check this host (and a host interface, a container) before attaching; changes nothing
+    ///
+    /// One line per check, ok / warn / fail, with the fix: privileges, the kernel's support
+    /// of each link kind (asked of the kernel in a throwaway namespace), /var/run/netns, the
+    /// state directory, the Docker Engine; for HOST_IF: exists, up, MTU, bridge, and the
+    /// br_netfilter + FORWARD DROP trap; for GUEST: resolvable, IPv6, interface names in use.
+    /// Exit 0 when nothing fails, 1 otherwise.
+    #[command(after_help = DOCTOR_HELP)]
+    Doctor {
+        /// A host interface to check (a bridge or a macvlan parent).
+        #[arg(value_name = "HOST_IF")]
+        host_if: Option<String>,
+        /// A container to check (PID, netns path, netns name, Docker name/ID).
+        #[arg(value_name = "GUEST")]
+        guest: Option<GuestRef>,
+    },
     /// The DHCP lease keeper (started by an attach with `dhcp`; not for direct use).
     #[command(name = "__dhcp-keeper", hide = true)]
     DhcpKeeper {
@@ -328,6 +372,23 @@ Examples:
   pipe selftest --json          the same as one JSON object
   pipe selftest --keep          leave the namespaces (pipe-selftest-*) to look at with ip netns exec
   pipe selftest --clean         remove what --keep left";
+
+const LIST_HELP: &str = "\
+Examples:
+  pipe list                      every attachment, with its state
+  pipe list web                  the attachments of container web
+  pipe list --state stale        what pipe gc would remove
+  pipe list --json               an array of objects: container, ifname, kind, host_if, mac,
+                                 addresses, gateways, vlan, state, drift, ...";
+
+const DOCTOR_HELP: &str = "\
+Examples:
+  pipe doctor                    the host: privileges, kernel features, state dir, Docker
+  pipe doctor br1                ... and bridge br1 (br_netfilter/FORWARD trap)
+  pipe doctor eth0 web           ... and container web
+  pipe doctor --json
+
+pipe selftest runs the real attach and detach on throwaway namespaces.";
 
 const ROUTE_HELP: &str = "\
 Examples:
@@ -419,6 +480,7 @@ impl Cli {
             netns_link: !self.no_netns_link,
             timeout,
             rate: self.rate,
+            host_shim: self.host_shim,
         })
     }
 }

@@ -8,7 +8,7 @@ use crate::edge::{generate, selftest};
 use crate::sys::store::set_state_dir;
 use crate::sys::{dhcp, files};
 use crate::verbs::attach::{attach_one, check_privileges};
-use crate::verbs::{apply, detach, gc, p2p, route_cmd, wait, watch};
+use crate::verbs::{apply, detach, doctor, gc, list, p2p, route_cmd, wait, watch};
 
 use crate::sys::runtime::runtime;
 
@@ -24,7 +24,15 @@ pub(crate) fn init_logging(verbose: u8) {
         2 => "debug",
         _ => "trace",
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
+    // bollard logs whole Engine answers (a container's full inspect JSON) at
+    // debug: -vv says what pipe asked and which fields it used (sys::docker),
+    // the raw exchange is for -vvv (trace) or RUST_LOG.
+    let filter = if verbose == 2 {
+        format!("{level},bollard=info,hyper=info,hyper_util=info")
+    } else {
+        level.to_string()
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(filter))
         .format_timestamp(None)
         .init();
 }
@@ -74,8 +82,33 @@ pub fn run(cli: Cli) -> Result<()> {
 fn run_command(cmd: cli::Command, dry_run: bool, json: bool) -> Result<()> {
     use cli::Command;
     let rt = runtime()?;
+    // doctor checks the privileges itself (and reports them as one of its checks).
+    if let Command::Doctor { host_if, guest } = cmd {
+        return doctor::run(&rt, host_if, guest, json);
+    }
     check_privileges()?;
     match cmd {
+        Command::Doctor { .. } => unreachable!("handled above"),
+        Command::List { guest, state } => {
+            let f = list::Filter {
+                guest,
+                state: state.map(|s| s.parse()).transpose().map_err(Error::Usage)?,
+            };
+            let l = rt.block_on(list::list(&f))?;
+            let (text, notes) = list::render(&l);
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string(&l.attachments).unwrap_or_default()
+                );
+            } else {
+                print!("{text}");
+            }
+            for n in notes {
+                eprintln!("pipe: {n}");
+            }
+            Ok(())
+        }
         Command::Detach {
             guest,
             ifname,

@@ -28,6 +28,7 @@ mod host;
 mod ovs;
 mod phys;
 mod rename;
+mod shim;
 mod teardown;
 
 pub use teardown::{Cx, Done, teardown, would};
@@ -59,6 +60,7 @@ fn touches_shared(s: &Step) -> bool {
             | Step::BridgeAccessPort { .. }
             | Step::CreateOvsBridge { .. }
             | Step::OvsPort { .. }
+            | Step::EnsureShim { .. }
     )
 }
 
@@ -296,6 +298,9 @@ impl Exec<'_> {
             Step::AcceptRaOff { .. } => self.accept_ra_off(step, undo).await,
             Step::Shape { .. } => self.shape(step, undo).await,
             Step::Dhcp { .. } => self.dhcp(step, undo).await,
+            Step::EnsureShim { .. } => self.shim(step, undo).await,
+            Step::ShimRoute { .. } => self.shim_route(step, undo).await,
+            Step::ShimUnroute { .. } => self.shim_unroute(step).await,
             Step::Announce { .. } => self.announce(step, undo).await,
         }
     }

@@ -268,6 +268,20 @@ async fn teardown_host(op: &Teardown, cx: &Cx<'_>) -> Outcome {
                     )
                 })
         }
+        Teardown::DeleteHostRoute { dst, dev } => {
+            let l = match host.link(dev.as_str()).await {
+                Ok(Some(l)) => l,
+                // The shim is gone and took its routes along.
+                Ok(None) => return Ok(None),
+                Err(c) => return kernel(format!("looking up {dev}"))(c),
+            };
+            host.delete_host_route(*dst, l.index)
+                .await
+                .map(|()| Some(format!("host route to {dst}")))
+                .or_else(kernel(format!(
+                    "deleting the host route to {dst} via {dev}"
+                )))
+        }
         Teardown::OvsDelPort { port, id } => super::ovs::del_port(port, id),
         Teardown::OvsReleaseBridge { name } => super::ovs::release_bridge(name),
         Teardown::RemoveRecord(id) => cx

@@ -219,6 +219,24 @@ pub enum Step {
         client: crate::domain::spec::DhcpClient,
         previous: Option<Route>,
     },
+    /// `--host-shim`: the shared host-side macvlan (bridge mode) `name` on the
+    /// container's parent, created up and tagged `pipe:shared`, or joined if it exists.
+    EnsureShim {
+        name: IfName,
+        parent: IfName,
+        /// `None`: the parent (a VLAN sub-interface) is created by an earlier step.
+        parent_index: Option<u32>,
+    },
+    /// `--host-shim`: the host's /32 (/128) route to a container address through the shim.
+    ShimRoute {
+        shim: IfName,
+        dst: IpAddr,
+    },
+    /// `--host-shim` re-run: the host route to an address the container no longer has.
+    ShimUnroute {
+        shim: IfName,
+        dst: IpAddr,
+    },
     /// Tell the link that `addr` now lives at this interface's MAC: one
     /// gratuitous ARP (IPv4) or unsolicited neighbour advertisement (IPv6).
     /// Last, so nothing is announced for an attach that is rolled back.
@@ -380,6 +398,10 @@ pub fn plan(spec: &AttachSpec, facts: &Facts, ns: NsRef) -> Result<Plan> {
             host_if = lower;
             host_ifname = None;
         }
+    }
+
+    if spec.host_shim {
+        plan_shim(spec, &host_if, &mut steps)?;
     }
 
     let gateways = spec.addr.gateways();
@@ -805,12 +827,78 @@ impl Step {
                     _ => format!("{} {cmd}", ns.exec()),
                 }
             }
+            Step::EnsureShim { name, parent, .. } => format!(
+                "ip link add {name} link {parent} up type macvlan mode bridge && ip link set {name} alias pipe:shared (unless it exists)"
+            ),
+            Step::ShimRoute { shim, dst } => format!(
+                "ip route replace {dst}/{} dev {shim} scope link",
+                if dst.is_ipv6() { 128 } else { 32 }
+            ),
+            Step::ShimUnroute { shim, dst } => format!(
+                "ip route del {dst}/{} dev {shim}",
+                if dst.is_ipv6() { 128 } else { 32 }
+            ),
             Step::Announce { ifname, addr } => match addr {
                 IpAddr::V4(a) => format!("{} arping -c 1 -U -I {ifname} {a}", ns.exec()),
                 IpAddr::V6(a) => format!("{} ndsend {a} {ifname}", ns.exec()),
             },
         }
     }
+}
+
+/// The name of the `--host-shim` macvlan on `parent`: `shim-PARENT`, or
+/// `shim` + a stable hash of the parent's name when that would exceed 15 bytes.
+pub fn shim_name(parent: &IfName) -> IfName {
+    let n = format!("shim-{parent}");
+    if n.len() <= 15 {
+        return n.parse().expect("a valid name");
+    }
+    // FNV-1a: stable across runs and versions (unlike std's hasher).
+    let h = parent.as_str().bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    });
+    format!("shim{:011x}", h & 0xfff_ffff_ffff)
+        .parse()
+        .expect("a valid name")
+}
+
+/// `--host-shim` steps after the macvlan: the shim on the same parent, then a
+/// host route per address (added after the addresses, before the default route).
+fn plan_shim(spec: &AttachSpec, parent: &IfName, steps: &mut Vec<Step>) -> Result<()> {
+    let Some(parent_index) = steps.iter().find_map(|s| match s {
+        Step::CreateMacvlan { parent_index, .. } => Some(*parent_index),
+        _ => None,
+    }) else {
+        return Err(Error::Usage(
+            "--host-shim is for a macvlan (HOST_IF not a bridge, without --ipvlan or --direct-phys); drop it"
+                .into(),
+        ));
+    };
+    if spec.macvlan_mode != MacvlanMode::Bridge {
+        return Err(Error::Usage(format!(
+            "--host-shim needs macvlan mode bridge (the shim and the container are siblings on {parent}), not {}; drop --macvlan-mode or --host-shim",
+            spec.macvlan_mode.as_str()
+        )));
+    }
+    let addrs = spec.addr.all();
+    if addrs.is_empty() {
+        return Err(Error::Usage(
+            "--host-shim routes the container's addresses through the shim and needs static ones (not 0/0 or DHCP); give an address or drop --host-shim".into(),
+        ));
+    }
+    let name = shim_name(parent);
+    steps.push(Step::EnsureShim {
+        name: name.clone(),
+        parent: parent.clone(),
+        parent_index,
+    });
+    for a in addrs {
+        steps.push(Step::ShimRoute {
+            shim: name.clone(),
+            dst: a.ip(),
+        });
+    }
+    Ok(())
 }
 
 impl fmt::Display for Step {
@@ -857,6 +945,7 @@ mod tests {
             netns_link: true,
             timeout: Duration::from_secs(5),
             rate: None,
+            host_shim: false,
         }
     }
 
@@ -967,6 +1056,71 @@ mod tests {
         f.netns_link = Some(("42".into(), LinkState::Same));
         let p = plan(&spec("br1", "0/0"), &f, ns()).unwrap();
         assert!(matches!(p.steps[0], Step::CreateBridge { .. }));
+    }
+
+    #[test]
+    fn host_shim_steps_and_refusals() {
+        assert_eq!(shim_name(&"eth0".parse().unwrap()).as_str(), "shim-eth0");
+        let long = shim_name(&"enp0s31f6.100".parse().unwrap());
+        assert!(
+            long.as_str().starts_with("shim") && long.as_str().len() == 15,
+            "{long}"
+        );
+        assert_eq!(long, shim_name(&"enp0s31f6.100".parse().unwrap()), "stable");
+        assert_ne!(long, shim_name(&"enp0s31f6.101".parse().unwrap()));
+
+        let mut s = spec("eth0", "10.0.0.2/24,10.0.1.2/24");
+        s.host_shim = true;
+        let p = plan(
+            &s,
+            &facts(HostSide::Parent(link("eth0", None, 1500, true))),
+            ns(),
+        )
+        .unwrap();
+        let i = p
+            .steps
+            .iter()
+            .position(|s| matches!(s, Step::CreateMacvlan { .. }))
+            .unwrap();
+        let j = p
+            .steps
+            .iter()
+            .position(|s| matches!(s, Step::EnsureShim { .. }))
+            .unwrap();
+        assert!(i < j, "{:?}", p.steps);
+        let routes: Vec<String> = p
+            .steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::ShimRoute { shim, dst } => Some(format!("{dst} {shim}")),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(routes, ["10.0.0.2 shim-eth0", "10.0.1.2 shim-eth0"]);
+
+        let bridge = facts(HostSide::NewBridge("br1".parse().unwrap()));
+        let mut b = spec("br1", "10.0.0.2/24");
+        b.host_shim = true;
+        assert_eq!(plan(&b, &bridge, ns()).unwrap_err().exit_code(), 2);
+        let mut none = spec("eth0", "0/0");
+        none.host_shim = true;
+        let e = plan(
+            &none,
+            &facts(HostSide::Parent(link("eth0", None, 1500, true))),
+            ns(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("static"), "{e}");
+        let mut vepa = s.clone();
+        vepa.macvlan_mode = MacvlanMode::Vepa;
+        assert!(
+            plan(
+                &vepa,
+                &facts(HostSide::Parent(link("eth0", None, 1500, true))),
+                ns()
+            )
+            .is_err()
+        );
     }
 
     fn vlan_spec(host: &str, vid: &str) -> AttachSpec {

@@ -78,6 +78,7 @@ pub fn begin(
         match s {
             Step::CreateBridge { name } => r.journal(Created::Bridge(name.clone())),
             Step::CreateVlan { name, .. } => r.journal(Created::Vlan(name.clone())),
+            Step::EnsureShim { name, .. } => r.journal(Created::Shim(name.clone())),
             Step::CreateVeth { host, guest, .. } => {
                 r.journal(Created::HostLink(host.clone()));
                 r.journal(Created::GuestLink(guest.clone()));

@@ -102,6 +102,8 @@ pub enum Teardown {
     RemoveNetnsLink { name: NetnsName, ns: NsKey },
     /// Remove the journal record.
     RemoveRecord(AttachmentId),
+    /// Delete the host's /32 (/128) route to `dst` through `dev` (`--host-shim`).
+    DeleteHostRoute { dst: std::net::IpAddr, dev: IfName },
 }
 
 impl fmt::Display for Teardown {
@@ -148,6 +150,11 @@ impl fmt::Display for Teardown {
             }
             Teardown::RemoveNetnsLink { name, .. } => write!(f, "ip netns delete {name}"),
             Teardown::RemoveRecord(id) => write!(f, "rm the record of {id}"),
+            Teardown::DeleteHostRoute { dst, dev } => write!(
+                f,
+                "ip route del {dst}/{} dev {dev}",
+                if dst.is_ipv6() { 128 } else { 32 }
+            ),
         }
     }
 }

@@ -294,6 +294,41 @@ pub fn plan(
         }
     }
 
+    // --host-shim: the shim's routes follow the addresses (a shim asked for the
+    // first time gets a route to each).
+    if spec.host_shim && kind == "macvlan" {
+        let had = ex.record.as_ref().and_then(|r| r.shim()).is_some();
+        let shim = crate::planning::attach::shim_name(&host_if);
+        let mut more = Vec::new();
+        for s in &steps {
+            match s {
+                Step::DeleteAddress { addr, .. } if had => more.push(Step::ShimUnroute {
+                    shim: shim.clone(),
+                    dst: addr.ip(),
+                }),
+                Step::AddAddress { addr, .. } if had => more.push(Step::ShimRoute {
+                    shim: shim.clone(),
+                    dst: addr.ip(),
+                }),
+                _ => {}
+            }
+        }
+        if !had {
+            more.extend(spec.addr.all().into_iter().map(|a| Step::ShimRoute {
+                shim: shim.clone(),
+                dst: a.ip(),
+            }));
+        }
+        if !more.is_empty() {
+            steps.push(Step::EnsureShim {
+                name: shim,
+                parent: host_if.clone(),
+                parent_index: None,
+            });
+            steps.extend(more);
+        }
+    }
+
     if readdressed && let Some(addr) = spec.addr.addr {
         steps.push(Step::Announce {
             ifname: ifname.clone(),
@@ -354,6 +389,7 @@ mod tests {
             netns_link: true,
             timeout: Duration::from_secs(5),
             rate: None,
+            host_shim: false,
         }
     }
 

@@ -332,6 +332,17 @@ fn nak_or(r: Message) -> Result<Message, String> {
 }
 
 /// DISCOVER, OFFER, REQUEST, ACK.
+/// One line of DHCP progress on stderr, only when it is a terminal: a lease
+/// takes 2-10 s and an operator at a prompt deserves to see it coming; scripts,
+/// CNI runtimes and `pipe watch`'s journal get nothing extra.
+fn progress(msg: &str) {
+    use std::io::{IsTerminal, Write};
+    let e = std::io::stderr();
+    if e.is_terminal() {
+        let _ = writeln!(e.lock(), "pipe: dhcp: {msg}");
+    }
+}
+
 pub fn obtain(
     sock: &UdpSocket,
     mac: Mac,
@@ -340,6 +351,10 @@ pub fn obtain(
 ) -> Result<Lease, String> {
     let deadline = Instant::now() + timeout;
     let x = xid();
+    progress(&format!(
+        "DISCOVER sent from {mac} (waiting up to {:.0} s for an offer)",
+        timeout.as_secs_f64()
+    ));
     let offer = transact(
         sock,
         &discover(x, mac, hostname),
@@ -349,6 +364,11 @@ pub fn obtain(
         deadline,
     )?;
     info!("dhcp: offer of {} from {}", offer.yiaddr(), offer.siaddr());
+    progress(&format!(
+        "OFFER of {} from {}; REQUEST sent",
+        offer.yiaddr(),
+        offer.siaddr()
+    ));
     let ack = transact(
         sock,
         &request_offer(x, mac, &offer, hostname),
@@ -358,7 +378,14 @@ pub fn obtain(
         deadline,
     )
     .and_then(nak_or)?;
-    Lease::from_ack(&ack)
+    let lease = Lease::from_ack(&ack)?;
+    progress(&format!(
+        "lease of {} for {} s from {}",
+        lease.net(),
+        lease.lease_secs,
+        lease.server
+    ));
+    Ok(lease)
 }
 
 /// Renew (unicast to the server) or rebind (broadcast) an existing lease.

@@ -104,6 +104,9 @@ pub(crate) async fn resolve_at(
     let started = Instant::now();
     let mut engine = Engine::connect(endpoint, timeout)?;
     loop {
+        debug!(
+            "docker: inspect container {wanted} (fields used: Id, Name, State.Status, State.Pid, HostConfig.NetworkMode)"
+        );
         let answer = engine.inspect(wanted, query).await?;
         match from_inspect(query, &answer) {
             Err(DockerError::Starting { name, state }) => {
@@ -949,12 +952,17 @@ mod tests {
 
 // ---- the Engine's events and container list, for `pipe watch` ----------------------------
 
+/// A container's `pipe.*` labels, sorted by key.
+pub type Labels = Vec<(String, String)>;
+
 /// A container lifecycle event, as watch needs it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     Start {
         id: String,
         name: String,
+        /// The container's `pipe.*` labels (attachments declared on it).
+        labels: Labels,
         /// The daemon's timestamp, nanoseconds since the epoch.
         time_nano: Option<i64>,
     },
@@ -967,7 +975,7 @@ pub enum Event {
 pub use events::Watcher;
 
 mod events {
-    use super::{DEFAULT_HOST, Event};
+    use super::{DEFAULT_HOST, Event, Labels};
     use std::collections::HashMap;
     use std::time::Duration;
 
@@ -989,6 +997,15 @@ mod events {
         Error::Refused(format!("Docker daemon at {host}: {what}: {e}"))
     }
 
+    fn pipe_labels(all: HashMap<String, String>) -> Labels {
+        let mut v: Labels = all
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(crate::domain::labels::PREFIX))
+            .collect();
+        v.sort();
+        v
+    }
+
     impl Watcher {
         /// Connect as the docker CLI would (`DOCKER_HOST`, else the default
         /// socket) and agree on an API version.
@@ -1003,8 +1020,8 @@ mod events {
             Ok(Watcher { docker })
         }
 
-        /// Running containers: (ID, name without the leading '/').
-        pub async fn running(&self) -> Result<Vec<(String, String)>> {
+        /// Running containers: (ID, name without the leading '/', `pipe.*` labels).
+        pub async fn running(&self) -> Result<Vec<(String, String, Labels)>> {
             let list = self
                 .docker
                 .list_containers(Some(ListContainersOptions {
@@ -1018,7 +1035,8 @@ mod events {
                 .filter_map(|c| {
                     let id = c.id?;
                     let name = c.names?.into_iter().next()?;
-                    Some((id, name.trim_start_matches('/').to_string()))
+                    let labels = pipe_labels(c.labels.unwrap_or_default());
+                    Some((id, name.trim_start_matches('/').to_string(), labels))
                 })
                 .collect())
         }
@@ -1044,14 +1062,15 @@ mod events {
                 };
                 let actor = m.actor?;
                 let id = actor.id?;
-                let name = actor
-                    .attributes
-                    .and_then(|a| a.get("name").cloned())
-                    .unwrap_or_else(|| id.clone());
+                let attrs = actor.attributes.unwrap_or_default();
+                let name = attrs.get("name").cloned().unwrap_or_else(|| id.clone());
+                // The Engine puts the container's labels among the event's attributes.
+                let labels = pipe_labels(attrs);
                 match m.action.as_deref() {
                     Some("start") => Some(Ok(Event::Start {
                         id,
                         name,
+                        labels,
                         time_nano: m.time_nano,
                     })),
                     Some("die") => Some(Ok(Event::Die { id, name })),

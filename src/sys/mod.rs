@@ -9,5 +9,6 @@ pub mod netns;
 pub mod netns_link;
 pub mod notify;
 pub mod ovsdb;
+pub mod probe;
 pub mod runtime;
 pub mod store;

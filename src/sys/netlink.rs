@@ -690,6 +690,18 @@ impl Netlink {
     }
 }
 
+impl Netlink {
+    /// `ip route del DST/32 dev INDEX` (the route `add_host_route` made).
+    pub async fn delete_host_route(&self, dst: IpAddr, oif: u32) -> NlResult<()> {
+        debug!("netlink: delete host route {dst} dev #{oif}");
+        let len = if dst.is_ipv6() { 128 } else { 32 };
+        let mut m = route_message(dst.is_ipv6(), len, RouteScope::Link);
+        m.attributes.push(RouteAttribute::Destination(dst.into()));
+        m.attributes.push(RouteAttribute::Oif(oif));
+        self.ack(RouteNetlinkMessage::DelRoute(m), 0).await
+    }
+}
+
 fn bridge_vlan_message(port: u32, vid: u16, flags: BridgeVlanInfoFlags) -> LinkMessage {
     let mut m = LinkMessage::default();
     m.header.interface_family = AddressFamily::Bridge;

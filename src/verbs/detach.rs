@@ -176,7 +176,32 @@ pub fn plan(f: &Facts, why: Why) -> Result<Vec<Teardown>> {
     // Shared links: the ones this record created, and its bridge or parent if
     // pipe created that for another attachment (the executor checks the tag
     // and that nothing else uses it, under the lock).
+    // --host-shim: the host routes to its addresses, and the shim before the
+    // parent it sits on (a shim is a child that keeps a VLAN sub-interface in use).
+    if let Some(s) = r.shim() {
+        // What was added (committed), or asked (a run that died half-way).
+        let mut dsts: Vec<std::net::IpAddr> = r
+            .addrs
+            .iter()
+            .filter_map(|a| a.parse::<ipnetwork::IpNetwork>().ok())
+            .map(|n| n.ip())
+            .collect();
+        if let Ok(a) = r.spec.addr.parse::<crate::domain::spec::AddrSpec>() {
+            for n in a.all() {
+                if !dsts.contains(&n.ip()) {
+                    dsts.push(n.ip());
+                }
+            }
+        }
+        for dst in dsts {
+            ops.push(Teardown::DeleteHostRoute {
+                dst,
+                dev: s.clone(),
+            });
+        }
+    }
     let mut shared: Vec<&IfName> = r.created_shared().collect();
+    shared.sort_by_key(|n| Some(*n) != r.shim());
     // A p2p record's host_if is the peer's end in the other container, not a host link.
     if r.kind != Kind::P2p && !shared.contains(&&r.host_if) {
         shared.push(&r.host_if);

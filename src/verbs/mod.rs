@@ -1,8 +1,10 @@
 pub mod apply;
 pub mod attach;
 pub mod detach;
+pub mod doctor;
 pub mod facts;
 pub mod gc;
+pub mod list;
 pub mod ovs;
 pub mod p2p;
 pub mod precheck;

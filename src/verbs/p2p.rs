@@ -405,6 +405,7 @@ pub async fn link(
             ipvlan: None,
             direct_phys: false,
             rate: None,
+            host_shim: false,
         },
         kind: Kind::P2p,
         host_if: spec.ifname_b.clone(),

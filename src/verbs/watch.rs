@@ -14,8 +14,8 @@
 //! (catch-up), so a start during the gap is never missed; applying twice is a
 //! no-op ("already attached").
 //!
-//! Like `docker`, this is a user of bollard: the section at the end of this
-//! file is the only code here that talks to the Engine.
+//! The Engine (its event stream and container list, with each container's
+//! `pipe.*` labels) is reached through `sys::docker::Watcher`.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -32,6 +32,41 @@ use crate::sys::store::{self as state, Alive};
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// A container's `pipe.IFNAME` labels: (key, value), sorted.
+pub use crate::sys::docker::Labels;
+
+/// The attachments a container's labels declare, minus those the file or a
+/// `--persist` record gives for the same interface: label < record < file.
+/// A bad label is reported and skipped.
+pub fn from_labels(id: &str, name: &str, labels: &Labels, wanted: &[Wanted]) -> Vec<Wanted> {
+    let mut out = Vec::new();
+    for r in
+        crate::domain::labels::parse(name, labels.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    {
+        match r {
+            Ok((_, spec)) => {
+                if wanted
+                    .iter()
+                    .any(|w| w.spec.ifname == spec.ifname && matches(&w.container, id, name))
+                {
+                    debug!(
+                        "watch: label pipe.{} of {name} is overridden by the file or a record",
+                        spec.ifname
+                    );
+                    continue;
+                }
+                out.push(Wanted {
+                    spec,
+                    container: name.to_string(),
+                    persist: false,
+                });
+            }
+            Err(e) => eprintln!("pipe: watch: container {name}: {e}; that label is skipped"),
+        }
+    }
+    out
+}
 
 /// One attachment to keep applied.
 #[derive(Clone, Debug)]
@@ -147,8 +182,8 @@ async fn session(
     let running = eng.running().await?;
     info!("watch: connected; {} running container(s)", running.len());
     let n = running.len();
-    for (id, name) in running {
-        apply(file, &id, &name, None).await;
+    for (id, name, labels) in running {
+        apply(file, &id, &name, &labels, None).await;
     }
     // Caught up: under systemd (Type=notify) the service is now started.
     crate::sys::notify::ready(&format!(
@@ -163,8 +198,9 @@ async fn session(
             Event::Start {
                 id,
                 name,
+                labels,
                 time_nano,
-            } => apply(file, &id, &name, time_nano).await,
+            } => apply(file, &id, &name, &labels, time_nano).await,
             Event::Die { id, name } => died(&id, &name, host).await,
         }
     }
@@ -183,20 +219,22 @@ fn ms_since(t: i64) -> f64 {
 }
 
 /// Apply every wanted attachment of a container that started (or runs).
-async fn apply(file: &Path, id: &str, name: &str, time_nano: Option<i64>) {
+async fn apply(file: &Path, id: &str, name: &str, labels: &Labels, time_nano: Option<i64>) {
     if let Some(t) = time_nano {
         debug!(
             "watch: start of {name} received {:.1} ms after the event",
             ms_since(t)
         );
     }
-    let wanted = match load_wanted(file) {
+    let mut wanted = match load_wanted(file) {
         Ok(w) => w,
         Err(e) => {
             eprintln!("pipe: watch: {e}; keeping the container {name} as it is");
             return;
         }
     };
+    let declared = from_labels(id, name, labels, &wanted);
+    wanted.extend(declared);
     let mut seen = HashSet::new();
     for w in wanted
         .into_iter()
@@ -279,6 +317,39 @@ async fn died(id: &str, name: &str, host: &Netlink) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn labels_yield_to_the_file_and_records() {
+        let labels: Labels = vec![
+            ("pipe.eth1".into(), "br1 10.0.0.2/24".into()),
+            ("pipe.eth2".into(), "br1 10.0.1.2/24".into()),
+        ];
+        let file_eth1 = Wanted {
+            spec: crate::domain::attachments::parse(
+                "[[attach]]\ncontainer = \"0123abcd\"\nhost = \"br9\"\naddr = \"10.9.0.2/24\"\n",
+                "f",
+            )
+            .unwrap()
+            .remove(0)
+            .1,
+            container: "0123abcd".into(),
+            persist: false,
+        };
+        let w = from_labels(
+            "0123abcdef",
+            "web",
+            &labels,
+            std::slice::from_ref(&file_eth1),
+        );
+        assert_eq!(w.len(), 1);
+        assert_eq!(w[0].spec.ifname.as_str(), "eth2");
+        assert_eq!(w[0].spec.host_if.to_string(), "br1");
+        // Another container's entry does not shadow this one's label.
+        assert_eq!(
+            from_labels("ffff0000", "db", &labels, &[file_eth1]).len(),
+            2
+        );
+    }
 
     #[test]
     fn matching_names_and_ids() {

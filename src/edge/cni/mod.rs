@@ -335,6 +335,7 @@ impl Ctx<'_> {
             netns_link: false,
             timeout: Duration::from_secs(5),
             rate: opts.rate,
+            host_shim: false,
         };
         let report =
             match crate::verbs::attach::attach_resolved(&spec, target, &host, false, false).await {

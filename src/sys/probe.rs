@@ -1,0 +1,62 @@
+//! Read-only questions `pipe doctor` asks of the system: capabilities, a
+//! throwaway network namespace to try link kinds in, sysctls, the firewall's
+//! FORWARD chain (through `iptables -S`, which only reads).
+
+use std::io;
+
+use nix::sched::{CloneFlags, unshare};
+
+/// The effective capability set of this process (`CapEff` of /proc/self/status).
+pub fn effective_caps() -> io::Result<u64> {
+    let s = std::fs::read_to_string("/proc/self/status")?;
+    let hex = s
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .ok_or_else(|| io::Error::other("no CapEff in /proc/self/status"))?;
+    u64::from_str_radix(hex.trim(), 16).map_err(io::Error::other)
+}
+
+pub const CAP_NET_ADMIN: u32 = 12;
+pub const CAP_SYS_ADMIN: u32 = 21;
+
+/// A netlink socket in a brand-new network namespace that nothing else can
+/// reach: a short-lived thread unshares its network namespace, opens the
+/// socket and exits. The namespace (and every link made in it) lives exactly
+/// as long as the socket: dropping it removes the namespace. It is never
+/// linked under /var/run/netns and the root namespace is never touched.
+pub fn throwaway_socket() -> io::Result<netlink_sys::Socket> {
+    std::thread::spawn(|| -> io::Result<netlink_sys::Socket> {
+        unshare(CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
+        netlink_sys::Socket::new(netlink_sys::protocols::NETLINK_ROUTE)
+    })
+    .join()
+    .map_err(|_| io::Error::other("probe thread panicked"))?
+}
+
+/// A sysctl of pipe's own network namespace (`net/bridge/bridge-nf-call-iptables`).
+pub fn sysctl(key: &str) -> io::Result<String> {
+    Ok(std::fs::read_to_string(format!("/proc/sys/{key}"))?
+        .trim()
+        .to_string())
+}
+
+/// `iptables -S FORWARD` (read-only), or why it could not be read.
+pub fn forward_chain() -> Result<String, String> {
+    let out = std::process::Command::new("iptables")
+        .args(["-w", "2", "-S", "FORWARD"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run iptables ({e})"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "iptables -S FORWARD failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Can this process write into `dir` (`access(2)` with W_OK)?
+pub fn writable(dir: &std::path::Path) -> bool {
+    nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK).is_ok()
+}
