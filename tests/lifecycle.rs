@@ -95,11 +95,7 @@ fn attach_then_detach_restores_route_and_links() {
     // Ownership tags on both ends and on the bridge pipe created.
     let veth = format!("veth1pl{}", c.pid);
     let v = h.ns.ipj(&["link", "show", "dev", &veth]);
-    assert_eq!(
-        link(&v)["ifalias"],
-        c.tag("eth1").as_str(),
-        "{v}"
-    );
+    assert_eq!(link(&v)["ifalias"], c.tag("eth1").as_str(), "{v}");
     let b = h.ns.ipj(&["link", "show", "dev", &br]);
     assert_eq!(link(&b)["ifalias"], "pipe:shared", "{b}");
     let g = c.ipj(&["link", "show", "dev", "eth1"]);

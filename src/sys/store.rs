@@ -317,10 +317,30 @@ impl Store {
 
     /// The records a label (container name, ID, PID, netns name) names, for
     /// `ifname` (any interface: `None`).
+    ///
+    /// Cheap on a host with many records (an attach calls it, `pipe apply`
+    /// once per attachment): only files named `...@IFNAME.json` are read, and
+    /// only those whose bytes hold the label as serde_json writes it are parsed.
     pub fn find(&self, label: &str, ifname: Option<&str>) -> Vec<Record> {
-        self.all()
+        let Ok(d) = self.records() else {
+            return Vec::new();
+        };
+        let Ok(names) = Self::list_at(&d) else {
+            return Vec::new();
+        };
+        let suffix = ifname.map(|i| format!("@{i}.json"));
+        let needle = serde_json::to_string(label).unwrap_or_default();
+        names
             .into_iter()
-            .flatten()
+            .filter(|n| n.ends_with(".json") && !n.starts_with('.'))
+            .filter(|n| suffix.as_deref().is_none_or(|s| n.ends_with(s)))
+            .filter_map(|n| {
+                let b = Self::read_at(&d, &n, MAX_RECORD).ok()??;
+                if !contains(&b, needle.as_bytes()) {
+                    return None;
+                }
+                parse_record(&n, &b).ok()
+            })
             .filter(|r| r.has_label(label) && ifname.is_none_or(|i| r.ifname.as_str() == i))
             .collect()
     }
@@ -457,6 +477,10 @@ impl Store {
         }
         drop(lock);
     }
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || hay.windows(needle.len()).any(|w| w == needle)
 }
 
 /// A held flock; released on drop (and by the kernel if pipe is killed).
