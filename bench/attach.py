@@ -24,6 +24,7 @@ started before the clock starts. The root namespace is never touched.
              ends in one new bridge, up) and prints pipe's ratio to it.
 --reps R     repetitions of each apply measurement (default 1; median reported).
 --no-limit   skip the process limit (on by default).
+--vs PATH    a second pipe binary (an older build) timed interleaved with --bin, run by run.
 --peers also runs ../shared/bench/peers.sh with pipe as an extra peer (if present).
 
 The process limit: every pipe attach is interleaved with one attach by the in-process
@@ -134,9 +135,10 @@ class Floor:
         self.proc.wait()
 
 
-def run_variant(binary, variant, n, seq, floor):
-    """pipe, then (with a floor) the floor and exec of /bin/true, interleaved run by run."""
-    times, ftimes, ttimes = [], [], []
+def run_variant(binary, variant, n, seq, floor, other=None):
+    """pipe, then (with --vs) the other binary, then (with a floor) the floor and exec
+    of /bin/true, interleaved run by run."""
+    times, otimes, ftimes, ttimes = [], [], [], []
     gw = "10.66.0.1" if variant == "bridge" else "10.67.0.1"
     host_if = BR if variant == "bridge" else "phys0"
 
@@ -150,6 +152,13 @@ def run_variant(binary, variant, n, seq, floor):
         finally:
             c.kill()
             c.wait()
+        if other:
+            c = container()
+            try:
+                otimes.append(timed([other, "--no-netns-link", host_if, str(c.pid), f"{addr(seq + 2 * n + i)}@{gw}"]))
+            finally:
+                c.kill()
+                c.wait()
         if floor:
             c = container()
             try:
@@ -158,7 +167,7 @@ def run_variant(binary, variant, n, seq, floor):
                 c.kill()
                 c.wait()
             ttimes.append(timed(["/bin/true"]))
-    return times, ftimes, ttimes
+    return times, otimes, ftimes, ttimes
 
 
 def run_docker(binary, name, n):
@@ -240,8 +249,10 @@ def main():
     ap.add_argument("--apply-floor", action="store_true")
     ap.add_argument("--reps", type=int, default=1)
     ap.add_argument("--no-limit", action="store_true")
+    ap.add_argument("--vs", help="a second pipe binary (e.g. an older build), interleaved with --bin")
     args = ap.parse_args()
     binary = os.path.abspath(args.bin)
+    vs = os.path.abspath(args.vs) if args.vs else None
     if os.geteuid() != 0:
         sys.exit("run as root")
     if not os.access(binary, os.X_OK):
@@ -258,9 +269,11 @@ def main():
             floor = Floor()
         seq = 0
         for v in [v for v in args.variants.split(",") if v] if args.n > 0 else []:
-            ts, fs, tr = run_variant(binary, v, args.n, seq, floor)
-            seq += 2 * args.n
+            ts, os_, fs, tr = run_variant(binary, v, args.n, seq, floor, vs)
+            seq += 3 * args.n
             results[v] = ts
+            if vs:
+                results[f"{v} (--vs)"] = os_
             if floor:
                 limits[v] = (fs, tr)
         if floor:
