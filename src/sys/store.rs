@@ -98,6 +98,9 @@ pub fn host_here(r: &Record) -> bool {
 pub struct Store {
     root: OwnedFd,
     path: PathBuf,
+    /// Subdirectories opened (and checked) once per Store: an attach asks for
+    /// `attachments` four times and `locks` twice.
+    subdirs: std::sync::Mutex<Vec<(String, OwnedFd)>>,
 }
 
 fn errno_io(e: Errno) -> io::Error {
@@ -167,7 +170,11 @@ impl Store {
             .to_str()
             .ok_or_else(|| io::Error::other("state dir name is not UTF-8"))?;
         let root = open_dir_at(&pfd, name, &path)?;
-        Ok(Store { root, path })
+        Ok(Store {
+            root,
+            path,
+            subdirs: std::sync::Mutex::new(Vec::new()),
+        })
     }
 
     pub fn path(&self) -> &std::path::Path {
@@ -176,7 +183,13 @@ impl Store {
 
     /// A subdirectory (`attachments`, `netns`, `locks`), created 0700.
     pub fn dir(&self, name: &str) -> io::Result<OwnedFd> {
-        open_dir_at(&self.root, name, &self.path.join(name))
+        let mut cache = self.subdirs.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, fd)) = cache.iter().find(|(n, _)| n == name) {
+            return fd.try_clone();
+        }
+        let fd = open_dir_at(&self.root, name, &self.path.join(name))?;
+        cache.push((name.to_string(), fd.try_clone()?));
+        Ok(fd)
     }
 
     /// Read a regular file of at most `max` bytes; `None` if it is missing.
@@ -218,13 +231,26 @@ impl Store {
     /// flush where /run is not a tmpfs (200 ms measured) on every attach.
     pub fn write_at(dir: &OwnedFd, name: &str, body: &[u8]) -> io::Result<()> {
         let tmp = format!(".{name}.{}.tmp", std::process::id());
-        let _ = unlinkat(dir, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
-        let fd = openat(
-            dir,
-            tmp.as_str(),
-            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            Mode::from_bits_truncate(0o600),
-        )
+        let create = || {
+            openat(
+                dir,
+                tmp.as_str(),
+                OFlag::O_WRONLY
+                    | OFlag::O_CREAT
+                    | OFlag::O_EXCL
+                    | OFlag::O_NOFOLLOW
+                    | OFlag::O_CLOEXEC,
+                Mode::from_bits_truncate(0o600),
+            )
+        };
+        // A leftover of a killed writer that had our PID: remove it, once.
+        let fd = match create() {
+            Err(Errno::EEXIST) => {
+                let _ = unlinkat(dir, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
+                create()
+            }
+            r => r,
+        }
         .map_err(errno_io)?;
         let res = (|| {
             let mut f = File::from(fd);
