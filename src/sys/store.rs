@@ -344,31 +344,60 @@ impl Store {
     /// The records a label (container name, ID, PID, netns name) names, for
     /// `ifname` (any interface: `None`).
     ///
-    /// Cheap on a host with many records (an attach calls it, `pipe apply`
-    /// once per attachment): only files named `...@IFNAME.json` are read, and
-    /// only those whose bytes hold the label as serde_json writes it are parsed.
+    /// An attach calls this (`pipe apply` once per attachment), so it must not
+    /// read every record each time: only files named `...@IFNAME.json` are
+    /// considered, and the labels of each record file are remembered for the
+    /// life of the process by (name, inode). A record is only ever replaced by
+    /// a rename (a new inode), so a file seen before and not holding the label
+    /// is skipped without a read; one that holds it is read and parsed afresh.
     pub fn find(&self, label: &str, ifname: Option<&str>) -> Vec<Record> {
+        use std::collections::HashMap;
+        use std::os::unix::fs::DirEntryExt;
+        type Labels = HashMap<(String, u64), Vec<String>>;
+        static SEEN: std::sync::Mutex<Option<Labels>> = std::sync::Mutex::new(None);
+
         let Ok(d) = self.records() else {
             return Vec::new();
         };
-        let Ok(names) = Self::list_at(&d) else {
+        let Ok(rd) = std::fs::read_dir(format!("/proc/self/fd/{}", d.as_raw_fd())) else {
             return Vec::new();
         };
         let suffix = ifname.map(|i| format!("@{i}.json"));
-        let needle = serde_json::to_string(label).unwrap_or_default();
-        names
-            .into_iter()
-            .filter(|n| n.ends_with(".json") && !n.starts_with('.'))
-            .filter(|n| suffix.as_deref().is_none_or(|s| n.ends_with(s)))
-            .filter_map(|n| {
-                let b = Self::read_at(&d, &n, MAX_RECORD).ok()??;
-                if !contains(&b, needle.as_bytes()) {
-                    return None;
-                }
-                parse_record(&n, &b).ok()
-            })
-            .filter(|r| r.has_label(label) && ifname.is_none_or(|i| r.ifname.as_str() == i))
-            .collect()
+        let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+        let seen = seen.get_or_insert_with(HashMap::new);
+        let mut out = Vec::new();
+        for e in rd.flatten() {
+            let Ok(n) = e.file_name().into_string() else {
+                continue;
+            };
+            if !n.ends_with(".json")
+                || n.starts_with('.')
+                || suffix.as_deref().is_some_and(|s| !n.ends_with(s))
+            {
+                continue;
+            }
+            let key = (n, e.ino());
+            if seen
+                .get(&key)
+                .is_some_and(|ls| !ls.iter().any(|l| l == label))
+            {
+                continue;
+            }
+            let Ok(Some(b)) = Self::read_at(&d, &key.0, MAX_RECORD) else {
+                continue;
+            };
+            let Ok(r) = parse_record(&key.0, &b) else {
+                continue;
+            };
+            let mut ls = r.labels.clone();
+            ls.push(r.label.clone());
+            seen.insert(key, ls);
+            if r.has_label(label) && ifname.is_none_or(|i| r.ifname.as_str() == i) {
+                out.push(r);
+            }
+        }
+        out.sort_by_key(|r| r.id().file_name());
+        out
     }
 
     /// Temporary files left by writers that are gone (killed between write and rename).
@@ -503,10 +532,6 @@ impl Store {
         }
         drop(lock);
     }
-}
-
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    needle.is_empty() || hay.windows(needle.len()).any(|w| w == needle)
 }
 
 /// A held flock; released on drop (and by the kernel if pipe is killed).
