@@ -258,6 +258,11 @@ def main():
     if not os.access(binary, os.X_OK):
         sys.exit(f"{binary} missing: cargo build --release")
 
+    # pipe's records go to a directory of this run (not the host's /run/pipe), removed at the end.
+    own_state = None
+    if "PIPE_STATE_DIR" not in os.environ:
+        own_state = f"/tmp/pb-state-{os.getpid()}"
+        os.environ["PIPE_STATE_DIR"] = own_state
     setup(args.ports, args.links)
     results, limits = {}, {}
     applies = {}
@@ -290,6 +295,8 @@ def main():
         libc.setns(root, CLONE_NEWNET)
     finally:
         teardown()
+        if own_state:
+            sh("rm", "-rf", own_state, check=False)
 
     load = open("/proc/loadavg").read().split()[:3]
     print(f"pipe attach, whole process, n={args.n}, bridge ports={args.ports}, other links={args.links}, "
