@@ -17,9 +17,20 @@ started before the clock starts. The root namespace is never touched.
 --docker NAME also times `pipe pbbr0 NAME ...` against a running Docker container
   (dockerd must be reachable from pb-host, e.g. DOCKER_HOST=unix:///var/run/docker.sock)
   and the same container by PID, to show the cost of the name lookup.
---apply N    times one `pipe apply FILE` attaching N fresh stand-in containers to the
+--apply N[,N] times one `pipe apply FILE` attaching N fresh stand-in containers to the
              bridge (total wall time and peak RSS of the pipe process).
+--apply-floor also times, interleaved with each `pipe apply`, one `ip -batch` doing the
+             kernel's share of the same job (veth pairs born in N fresh containers, host
+             ends in one new bridge, up) and prints pipe's ratio to it.
+--reps R     repetitions of each apply measurement (default 1; median reported).
+--no-limit   skip the process limit (on by default).
+--vs PATH    a second pipe binary (an older build) timed interleaved with --bin, run by run.
 --peers also runs ../shared/bench/peers.sh with pipe as an extra peer (if present).
+
+The process limit: every pipe attach is interleaved with one attach by the in-process
+raw-netlink floor (bench/netlink_floor.py, same job, no process start; timed inside that
+process) and one exec of /bin/true timed the way pipe is. limit = median(floor) +
+median(exec /bin/true); the table prints pipe's median over the limit (target <= 1.5x).
 """
 
 import argparse
@@ -101,19 +112,62 @@ def pct(xs, p):
     return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
 
 
-def run_variant(binary, variant, n, seq):
-    times = []
+class Floor:
+    """bench/netlink_floor.py in serve mode: one attach per request, timed inside it."""
+
+    def __init__(self):
+        here = os.path.dirname(os.path.abspath(__file__))
+        self.proc = subprocess.Popen([sys.executable, "-u", os.path.join(here, "netlink_floor.py"), "serve", "raw"],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.seq = 0
+
+    def attach(self, variant, pid, host_if, cidr, gw):
+        self.seq += 1
+        self.proc.stdin.write(f"{variant} /proc/{pid}/ns/net {host_if} pbf{self.seq} {cidr} {gw} eth1\n")
+        self.proc.stdin.flush()
+        ans = self.proc.stdout.readline().split(maxsplit=1)
+        if not ans or ans[0] != "ok":
+            raise RuntimeError(f"netlink floor: {' '.join(ans)}")
+        return int(ans[1]) / 1e6
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
+def run_variant(binary, variant, n, seq, floor, other=None):
+    """pipe, then (with --vs) the other binary, then (with a floor) the floor and exec
+    of /bin/true, interleaved run by run."""
+    times, otimes, ftimes, ttimes = [], [], [], []
+    gw = "10.66.0.1" if variant == "bridge" else "10.67.0.1"
+    host_if = BR if variant == "bridge" else "phys0"
+
+    def addr(k):
+        return f"10.{66 if variant == 'bridge' else 67}.{1 + k // 250}.{1 + k % 250}/16"
+
     for i in range(n):
         c = container()
-        ip = f"10.{66 if variant == 'bridge' else 67}.{1 + (seq + i) // 250}.{1 + (seq + i) % 250}/16"
-        gw = "10.66.0.1" if variant == "bridge" else "10.67.0.1"
-        host_if = BR if variant == "bridge" else "phys0"
         try:
-            times.append(timed([binary, "--no-netns-link", host_if, str(c.pid), f"{ip}@{gw}"]))
+            times.append(timed([binary, "--no-netns-link", host_if, str(c.pid), f"{addr(seq + i)}@{gw}"]))
         finally:
             c.kill()
             c.wait()
-    return times
+        if other:
+            c = container()
+            try:
+                otimes.append(timed([other, "--no-netns-link", host_if, str(c.pid), f"{addr(seq + 2 * n + i)}@{gw}"]))
+            finally:
+                c.kill()
+                c.wait()
+        if floor:
+            c = container()
+            try:
+                ftimes.append(floor.attach(variant, c.pid, host_if, addr(seq + n + i), gw))
+            finally:
+                c.kill()
+                c.wait()
+            ttimes.append(timed(["/bin/true"]))
+    return times, otimes, ftimes, ttimes
 
 
 def run_docker(binary, name, n):
@@ -130,8 +184,33 @@ def run_docker(binary, name, n):
     return out
 
 
+def containers(n):
+    return [container() for _ in range(n)]
+
+
+def run_apply_floor(n, rep):
+    """The kernel's share of `pipe apply` of n containers, as one `ip -batch` process:
+    veth pairs whose peer is born in each fresh container, host ends in one new bridge, up."""
+    conts = containers(n)
+    br = f"pbfb{rep}"
+    batch = [f"link add {br} type bridge", f"link set {br} up"]
+    batch += [f"link add pbfv{i} master {br} up type veth peer name eth1 netns {c.pid}" for i, c in enumerate(conts)]
+    path = f"/tmp/pb-batch-{os.getpid()}"
+    with open(path, "w") as f:
+        f.write("\n".join(batch) + "\n")
+    try:
+        return timed(["/usr/sbin/ip" if os.path.exists("/usr/sbin/ip") else "/sbin/ip", "-batch", path])
+    finally:
+        os.unlink(path)
+        for c in conts:
+            c.kill()
+            c.wait()
+        sh("ip", "link", "del", br, check=False, stderr=subprocess.DEVNULL)
+        # the host ends went with their containers' namespaces
+
+
 def run_apply(binary, n):
-    conts = [container() for _ in range(n)]
+    conts = containers(n)
     path = f"/tmp/pb-apply-{os.getpid()}.toml"
     try:
         with open(path, "w") as f:
@@ -166,40 +245,86 @@ def main():
     ap.add_argument("--links", type=int, default=0)
     ap.add_argument("--docker")
     ap.add_argument("--peers", action="store_true")
-    ap.add_argument("--apply", type=int, default=0)
+    ap.add_argument("--apply", default="", help="comma-separated container counts, e.g. 100,1000")
+    ap.add_argument("--apply-floor", action="store_true")
+    ap.add_argument("--reps", type=int, default=1)
+    ap.add_argument("--no-limit", action="store_true")
+    ap.add_argument("--vs", help="a second pipe binary (e.g. an older build), interleaved with --bin")
     args = ap.parse_args()
     binary = os.path.abspath(args.bin)
+    vs = os.path.abspath(args.vs) if args.vs else None
     if os.geteuid() != 0:
         sys.exit("run as root")
     if not os.access(binary, os.X_OK):
         sys.exit(f"{binary} missing: cargo build --release")
 
+    # pipe's records go to a directory of this run (not the host's /run/pipe), removed at the end.
+    own_state = None
+    if "PIPE_STATE_DIR" not in os.environ:
+        own_state = f"/tmp/pb-state-{os.getpid()}"
+        os.environ["PIPE_STATE_DIR"] = own_state
     setup(args.ports, args.links)
-    results = {}
-    apply_res = None
+    results, limits = {}, {}
+    applies = {}
+    floor = None
     try:
         root = os.open("/proc/self/ns/net", os.O_RDONLY)
         enter(f"/var/run/netns/{HOST}")
+        if not args.no_limit and args.n > 0:
+            floor = Floor()
         seq = 0
-        for v in args.variants.split(","):
-            timed_runs = run_variant(binary, v, args.n, seq)
-            seq += args.n
-            results[v] = timed_runs
+        for v in [v for v in args.variants.split(",") if v] if args.n > 0 else []:
+            ts, os_, fs, tr = run_variant(binary, v, args.n, seq, floor, vs)
+            seq += 3 * args.n
+            results[v] = ts
+            if vs:
+                results[f"{v} (--vs)"] = os_
+            if floor:
+                limits[v] = (fs, tr)
+        if floor:
+            floor.close()
         if args.docker:
             results.update(run_docker(binary, args.docker, args.n))
-        apply_res = run_apply(binary, args.apply) if args.apply else None
+        for n in [int(x) for x in args.apply.split(",") if x]:
+            runs, fl = [], []
+            for rep in range(args.reps):
+                runs.append(run_apply(binary, n))
+                if args.apply_floor:
+                    fl.append(run_apply_floor(n, rep))
+            applies[n] = (runs, fl)
         libc.setns(root, CLONE_NEWNET)
     finally:
         teardown()
+        if own_state:
+            sh("rm", "-rf", own_state, check=False)
 
-    print(f"pipe attach, whole process, n={args.n}, bridge ports={args.ports}, other links={args.links}")
+    load = open("/proc/loadavg").read().split()[:3]
+    print(f"pipe attach, whole process, n={args.n}, bridge ports={args.ports}, other links={args.links}, "
+          f"load {' '.join(load)}, {time.strftime('%Y-%m-%d %H:%M')}")
     print(f"{'variant':<14}{'median ms':>10}{'p90 ms':>10}{'min ms':>10}")
     for k, ts in results.items():
         print(f"{k:<14}{statistics.median(ts):>10.2f}{pct(ts, 90):>10.2f}{min(ts):>10.2f}")
+    for k, (fs, tr) in limits.items():
+        f, t = statistics.median(fs), statistics.median(tr)
+        p = statistics.median(results[k])
+        print(f"{k}: netlink floor {f:.2f} ms + exec /bin/true {t:.2f} ms = process limit {f + t:.2f} ms; "
+              f"pipe {p:.2f} ms = {p / (f + t):.2f}x the limit (target <= 1.5x)")
 
-    if apply_res:
-        print(f"pipe apply with {args.apply} containers: {apply_res[0]:.0f} ms total, "
-              f"{apply_res[0] / args.apply:.2f} ms per attachment, peak RSS {apply_res[1]:.1f} MB")
+    per = {}
+    for n, (runs, fl) in applies.items():
+        ms = statistics.median(r[0] for r in runs)
+        rss = max(r[1] for r in runs)
+        line = f"pipe apply, {n} containers: {ms:.0f} ms ({ms / n:.2f} ms each), peak RSS {rss:.1f} MB"
+        if fl:
+            fm = statistics.median(fl)
+            line += f"; ip -batch floor {fm:.0f} ms ({fm / n:.2f} ms each): {ms / fm:.2f}x (target <= 2.5x)"
+            per[n] = (ms / n, fm / n)
+        print(line + f" [median of {len(runs)}]")
+    if len(per) >= 2:
+        lo, hi = min(per), max(per)
+        gp, gf = per[hi][0] / per[lo][0], per[hi][1] / per[lo][1]
+        print(f"per-container growth {lo} -> {hi}: pipe {gp:.2f}x, floor {gf:.2f}x, "
+              f"ratio {gp / gf:.2f} (target <= 1.3)")
 
     if args.peers:
         peers = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "bench", "peers.sh")

@@ -26,8 +26,14 @@ pub fn main_entry() -> i32 {
 fn cli_main() -> i32 {
     let argv: Vec<OsString> = std::env::args_os().collect();
     let json = wants_json(&argv);
-    let argv = hoist_verb(&Cli::command(), argv);
-    let cli = match <Cli as clap::Parser>::try_parse_from(argv) {
+    // One command tree for both the hoisting scan and the parse (building it
+    // is most of what a bare `pipe --version` costs beyond exec).
+    let cmd = Cli::command();
+    let argv = hoist_verb(&cmd, argv);
+    let cli = match cmd.try_get_matches_from(argv).and_then(|m| {
+        <Cli as clap::FromArgMatches>::from_arg_matches(&m)
+            .map_err(|e| e.format(&mut Cli::command()))
+    }) {
         Ok(c) => c,
         Err(e) => return clap_error(e, json),
     };

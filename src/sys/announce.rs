@@ -166,8 +166,103 @@ pub fn announce(ns: &Netns, ifindex: u32, mac: Mac, ip: IpAddr) -> io::Result<()
             "unsolicited NA"
         }
     );
+    if let IpAddr::V6(v6) = ip {
+        // An ICMPv6 raw socket closes without the RCU grace period an AF_PACKET
+        // socket waits for; the AF_PACKET frame stays the fallback.
+        match send_na_icmp6(ns, ifindex, v6, &f[54..]) {
+            Ok(()) => return Ok(()),
+            Err(e) => debug!("announce: ICMPv6 socket: {e}; sending the frame instead"),
+        }
+    }
     let sock = packet_socket_in(ns)?;
     send_frame(&sock, ifindex, dst, proto, &f)
+}
+
+/// Send the neighbour advertisement `icmp` (an ICMPv6 message) from `src` to
+/// all nodes on interface `ifindex` of `ns`, through an ICMPv6 raw socket made
+/// in `ns`: hop limit 255 (receivers drop ND with any other), source given by
+/// IPV6_PKTINFO with IPV6_FREEBIND (the address may still be tentative), the
+/// checksum filled in by the kernel.
+pub fn send_na_icmp6(ns: &Netns, ifindex: u32, src: Ipv6Addr, icmp: &[u8]) -> io::Result<()> {
+    const IPV6_FREEBIND: libc::c_int = 78;
+    let icmp = icmp.to_vec();
+    netns::run_in(ns, move || {
+        // SAFETY: plain syscall; the result is checked before use.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_INET6,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                libc::IPPROTO_ICMPV6,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fd is a fresh descriptor we own.
+        let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+        let set = |opt: libc::c_int, v: libc::c_int| -> io::Result<()> {
+            // SAFETY: an int option of the right size.
+            let r = unsafe {
+                libc::setsockopt(
+                    sock.as_raw_fd(),
+                    libc::IPPROTO_IPV6,
+                    opt,
+                    (&v as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as u32,
+                )
+            };
+            if r != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        };
+        set(libc::IPV6_MULTICAST_HOPS, 255)?;
+        set(libc::IPV6_MULTICAST_IF, ifindex as libc::c_int)?;
+        set(IPV6_FREEBIND, 1)?;
+        // SAFETY: plain old data; all-zero is a valid value.
+        let mut dst: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+        dst.sin6_family = libc::AF_INET6 as u16;
+        dst.sin6_addr.s6_addr = ALL_NODES.octets();
+        dst.sin6_scope_id = ifindex;
+        // SAFETY: plain old data; all-zero is a valid value.
+        let mut info: libc::in6_pktinfo = unsafe { std::mem::zeroed() };
+        info.ipi6_addr.s6_addr = src.octets();
+        info.ipi6_ifindex = ifindex;
+        let mut cbuf = [0u64; 8];
+        // SAFETY: CMSG_SPACE is a pure size computation.
+        let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<libc::in6_pktinfo>() as u32) };
+        let mut iov = libc::iovec {
+            iov_base: icmp.as_ptr() as *mut libc::c_void,
+            iov_len: icmp.len(),
+        };
+        // SAFETY: plain old data; all-zero is a valid value.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_name = (&mut dst as *mut libc::sockaddr_in6).cast();
+        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in6>() as u32;
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cbuf.as_mut_ptr().cast();
+        msg.msg_controllen = space as usize;
+        // SAFETY: the control buffer (64 bytes) holds one in6_pktinfo cmsg
+        // (CMSG_SPACE = 40); every pointer is valid for the call.
+        let n = unsafe {
+            let c = libc::CMSG_FIRSTHDR(&msg);
+            (*c).cmsg_level = libc::IPPROTO_IPV6;
+            (*c).cmsg_type = libc::IPV6_PKTINFO;
+            (*c).cmsg_len =
+                libc::CMSG_LEN(std::mem::size_of::<libc::in6_pktinfo>() as u32) as usize;
+            std::ptr::copy_nonoverlapping(
+                (&info as *const libc::in6_pktinfo).cast::<u8>(),
+                libc::CMSG_DATA(c),
+                std::mem::size_of::<libc::in6_pktinfo>(),
+            );
+            libc::sendmsg(sock.as_raw_fd(), &msg, 0)
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    })
 }
 
 #[cfg(test)]

@@ -98,6 +98,9 @@ pub fn host_here(r: &Record) -> bool {
 pub struct Store {
     root: OwnedFd,
     path: PathBuf,
+    /// Subdirectories opened (and checked) once per Store: an attach asks for
+    /// `attachments` four times and `locks` twice.
+    subdirs: std::sync::Mutex<Vec<(String, OwnedFd)>>,
 }
 
 fn errno_io(e: Errno) -> io::Error {
@@ -167,7 +170,11 @@ impl Store {
             .to_str()
             .ok_or_else(|| io::Error::other("state dir name is not UTF-8"))?;
         let root = open_dir_at(&pfd, name, &path)?;
-        Ok(Store { root, path })
+        Ok(Store {
+            root,
+            path,
+            subdirs: std::sync::Mutex::new(Vec::new()),
+        })
     }
 
     pub fn path(&self) -> &std::path::Path {
@@ -176,7 +183,13 @@ impl Store {
 
     /// A subdirectory (`attachments`, `netns`, `locks`), created 0700.
     pub fn dir(&self, name: &str) -> io::Result<OwnedFd> {
-        open_dir_at(&self.root, name, &self.path.join(name))
+        let mut cache = self.subdirs.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, fd)) = cache.iter().find(|(n, _)| n == name) {
+            return fd.try_clone();
+        }
+        let fd = open_dir_at(&self.root, name, &self.path.join(name))?;
+        cache.push((name.to_string(), fd.try_clone()?));
+        Ok(fd)
     }
 
     /// Read a regular file of at most `max` bytes; `None` if it is missing.
@@ -218,13 +231,26 @@ impl Store {
     /// flush where /run is not a tmpfs (200 ms measured) on every attach.
     pub fn write_at(dir: &OwnedFd, name: &str, body: &[u8]) -> io::Result<()> {
         let tmp = format!(".{name}.{}.tmp", std::process::id());
-        let _ = unlinkat(dir, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
-        let fd = openat(
-            dir,
-            tmp.as_str(),
-            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            Mode::from_bits_truncate(0o600),
-        )
+        let create = || {
+            openat(
+                dir,
+                tmp.as_str(),
+                OFlag::O_WRONLY
+                    | OFlag::O_CREAT
+                    | OFlag::O_EXCL
+                    | OFlag::O_NOFOLLOW
+                    | OFlag::O_CLOEXEC,
+                Mode::from_bits_truncate(0o600),
+            )
+        };
+        // A leftover of a killed writer that had our PID: remove it, once.
+        let fd = match create() {
+            Err(Errno::EEXIST) => {
+                let _ = unlinkat(dir, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
+                create()
+            }
+            r => r,
+        }
         .map_err(errno_io)?;
         let res = (|| {
             let mut f = File::from(fd);
@@ -317,12 +343,61 @@ impl Store {
 
     /// The records a label (container name, ID, PID, netns name) names, for
     /// `ifname` (any interface: `None`).
+    ///
+    /// An attach calls this (`pipe apply` once per attachment), so it must not
+    /// read every record each time: only files named `...@IFNAME.json` are
+    /// considered, and the labels of each record file are remembered for the
+    /// life of the process by (name, inode). A record is only ever replaced by
+    /// a rename (a new inode), so a file seen before and not holding the label
+    /// is skipped without a read; one that holds it is read and parsed afresh.
     pub fn find(&self, label: &str, ifname: Option<&str>) -> Vec<Record> {
-        self.all()
-            .into_iter()
-            .flatten()
-            .filter(|r| r.has_label(label) && ifname.is_none_or(|i| r.ifname.as_str() == i))
-            .collect()
+        use std::collections::HashMap;
+        use std::os::unix::fs::DirEntryExt;
+        type Labels = HashMap<(String, u64), Vec<String>>;
+        static SEEN: std::sync::Mutex<Option<Labels>> = std::sync::Mutex::new(None);
+
+        let Ok(d) = self.records() else {
+            return Vec::new();
+        };
+        let Ok(rd) = std::fs::read_dir(format!("/proc/self/fd/{}", d.as_raw_fd())) else {
+            return Vec::new();
+        };
+        let suffix = ifname.map(|i| format!("@{i}.json"));
+        let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+        let seen = seen.get_or_insert_with(HashMap::new);
+        let mut out = Vec::new();
+        for e in rd.flatten() {
+            let Ok(n) = e.file_name().into_string() else {
+                continue;
+            };
+            if !n.ends_with(".json")
+                || n.starts_with('.')
+                || suffix.as_deref().is_some_and(|s| !n.ends_with(s))
+            {
+                continue;
+            }
+            let key = (n, e.ino());
+            if seen
+                .get(&key)
+                .is_some_and(|ls| !ls.iter().any(|l| l == label))
+            {
+                continue;
+            }
+            let Ok(Some(b)) = Self::read_at(&d, &key.0, MAX_RECORD) else {
+                continue;
+            };
+            let Ok(r) = parse_record(&key.0, &b) else {
+                continue;
+            };
+            let mut ls = r.labels.clone();
+            ls.push(r.label.clone());
+            seen.insert(key, ls);
+            if r.has_label(label) && ifname.is_none_or(|i| r.ifname.as_str() == i) {
+                out.push(r);
+            }
+        }
+        out.sort_by_key(|r| r.id().file_name());
+        out
     }
 
     /// Temporary files left by writers that are gone (killed between write and rename).
