@@ -63,9 +63,12 @@ up() {
         mkdir -p "$RUN"
         rm -f "$SOCKET"
         log "starting podman system service in netns $NETNS (log: $STATE/podman.log)"
-        # nsenter execs setsid, which execs podman: $! is the service.
+        # nsenter execs setsid, which execs podman: $! is the service. runc, not crun
+        # (installed with podman and preferred by it): crun refuses a host with cgroup v1
+        # controllers and a v2 mount at once ("cgroups in hybrid mode not supported").
         nsenter --net=/var/run/netns/$NETNS setsid podman --root /var/lib/$NAME \
             --runroot $RUN/run system service --time=0 "unix://$SOCKET" \
+            --runtime runc --cgroup-manager cgroupfs \
             </dev/null >>"$STATE/podman.log" 2>&1 &
         pid=$!
         echo "$pid" >"$PIDFILE"
