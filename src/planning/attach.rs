@@ -387,7 +387,7 @@ pub fn plan(spec: &AttachSpec, facts: &Facts, ns: NsRef) -> Result<Plan> {
             host_ifname = Some(facts.host_veth.clone());
         }
         HostSide::Ovs { bridge, exists } => {
-            crate::planning::ovs::plan_ovs(spec, facts, bridge, *exists, &mut steps)?;
+            plan_ovs(spec, facts, bridge, *exists, &mut steps)?;
             kind = "veth";
             host_if = bridge.clone();
             host_ifname = Some(facts.host_veth.clone());
@@ -906,6 +906,57 @@ impl fmt::Display for Step {
         let s = self.render(&NsRef::Named("CONTAINER".into()));
         f.write_str(&s)
     }
+}
+
+/// Open vSwitch: a veth whose host end becomes an OVS port (`@VLAN` its access tag).
+/// Push the steps of a veth into OVS bridge `bridge` (created first unless it `exists`).
+fn plan_ovs(
+    spec: &AttachSpec,
+    facts: &Facts,
+    bridge: &IfName,
+    exists: bool,
+    steps: &mut Vec<Step>,
+) -> Result<()> {
+    if spec.ipvlan.is_some() {
+        return Err(Error::Usage(format!(
+            "--ipvlan needs a host interface that is not a bridge, and {bridge} is an \
+             Open vSwitch bridge; drop --ipvlan to connect a veth to {bridge}"
+        )));
+    }
+    if spec.direct_phys {
+        return Err(Error::Usage(format!(
+            "--direct-phys moves a host interface into the container, and Open vSwitch bridge \
+             {bridge} cannot leave the host; drop --direct-phys to connect a veth to {bridge}"
+        )));
+    }
+    if facts.host_veth_taken {
+        return Err(Error::Refused(format!(
+            "host interface {} already exists; choose another host-side name with -l",
+            facts.host_veth
+        )));
+    }
+    if !exists {
+        steps.push(Step::CreateOvsBridge {
+            name: bridge.clone(),
+        });
+    }
+    let mtu = spec.mtu.unwrap_or(1500);
+    steps.push(Step::CreateVeth {
+        host: facts.host_veth.clone(),
+        guest: spec.ifname.clone(),
+        bridge: bridge.clone(),
+        bridge_index: None,
+        mtu,
+        host_mtu: mtu,
+        mac: spec.mac,
+        ovs: true,
+    });
+    steps.push(Step::OvsPort {
+        bridge: bridge.clone(),
+        port: facts.host_veth.clone(),
+        tag: spec.vlan,
+    });
+    Ok(())
 }
 
 #[cfg(test)]

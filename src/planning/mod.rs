@@ -1,7 +1,6 @@
 pub mod attach;
 pub mod journal;
 pub mod ops;
-pub mod ovs;
 pub mod plan_json;
 pub mod rerun;
 pub mod vlan;
