@@ -163,6 +163,8 @@ fn deb_installs_every_file_into_a_throwaway_root_and_purges_clean() {
         ("usr/share/zsh/vendor-completions/_pipe", "644"),
         ("usr/share/fish/vendor_completions.d/pipe.fish", "644"),
         ("lib/systemd/system/pipe-watch.service", "644"),
+        ("lib/systemd/system/pipe-gc.service", "644"),
+        ("lib/systemd/system/pipe-gc.timer", "644"),
         ("etc/pipe/attachments.toml", "644"),
         ("usr/share/doc/pipe/README.md.gz", "644"),
         ("usr/share/doc/pipe/copyright", "644"),
@@ -222,6 +224,8 @@ fn deb_installs_every_file_into_a_throwaway_root_and_purges_clean() {
         "lib/systemd/system/pipe-watch.service",
         "contrib/pipe-watch.service",
     );
+    same("lib/systemd/system/pipe-gc.service", "contrib/pipe-gc.service");
+    same("lib/systemd/system/pipe-gc.timer", "contrib/pipe-gc.timer");
     same("etc/pipe/attachments.toml", "contrib/attachments.toml");
     for m in &man {
         assert_eq!(

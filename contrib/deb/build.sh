@@ -14,6 +14,7 @@
 #   /usr/share/bash-completion/completions/pipe, /usr/share/zsh/vendor-completions/_pipe,
 #   /usr/share/fish/vendor_completions.d/pipe.fish
 #   /lib/systemd/system/pipe-watch.service         from contrib/ (installed, not enabled)
+#   /lib/systemd/system/pipe-gc.{service,timer}    from contrib/ (installed, not enabled)
 #   /etc/pipe/attachments.toml                     a conffile: a commented example
 #   /usr/share/doc/pipe/{README.md.gz,copyright,changelog.Debian.gz}
 # Depends is computed from the binary's NEEDED libraries (dpkg -S on this machine, the glibc
@@ -96,6 +97,8 @@ install -m644 "$ROOT/completions/pipe.bash" "$P/usr/share/bash-completion/comple
 install -m644 "$ROOT/completions/_pipe" "$P/usr/share/zsh/vendor-completions/_pipe"
 install -m644 "$ROOT/completions/pipe.fish" "$P/usr/share/fish/vendor_completions.d/pipe.fish"
 install -m644 "$ROOT/contrib/pipe-watch.service" "$P/lib/systemd/system/pipe-watch.service"
+install -m644 "$ROOT/contrib/pipe-gc.service" "$P/lib/systemd/system/pipe-gc.service"
+install -m644 "$ROOT/contrib/pipe-gc.timer" "$P/lib/systemd/system/pipe-gc.timer"
 install -m644 "$ROOT/contrib/attachments.toml" "$P/etc/pipe/attachments.toml"
 gzip -9n <"$ROOT/README.md" >"$P/usr/share/doc/pipe/README.md.gz"
 cat >"$P/usr/share/doc/pipe/copyright" <<'COPY'

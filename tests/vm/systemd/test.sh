@@ -119,9 +119,34 @@ journal=$(journalctl -u pipe-watch --no-pager -o cat)
 grep -q 'web eth1' <<<"$journal" || fail "the journal has no pipe watch output: $journal"
 say "stop: inactive, Result=success in ${stop_ms} ms; no process left; web keeps eth1; journal has $(grep -c 'web eth1' <<<"$journal") attach lines"
 
+# 6b. pipe-gc.timer / pipe-gc.service: a guest by PID has no Docker event; the timer's gc
+#     collects what it left once it is gone.
+systemctl cat pipe-gc.timer >/dev/null || fail "systemd does not see pipe-gc.timer"
+[ "$(systemctl is-enabled pipe-gc.timer)" = disabled ] || fail "the package enabled pipe-gc.timer"
+verify=$(systemd-analyze verify --man=no /lib/systemd/system/pipe-gc.service /lib/systemd/system/pipe-gc.timer 2>&1)
+if grep -q 'pipe-gc' <<<"$verify"; then fail "systemd-analyze verify: $verify"; fi
+records() { find /run/pipe/attachments -name '*.json' | wc -l; }
+before=$(records)
+unshare --net sleep 100000 &
+gpid=$!
+wait_for 5 sh -c "[ \"\$(readlink /proc/$gpid/ns/net)\" != \"\$(readlink /proc/self/ns/net)\" ]" || fail "unshare --net"
+pipe brgc "$gpid" 10.7.0.2/24 >/dev/null || fail "pipe attach of PID $gpid"
+[ "$(records)" = $((before + 1)) ] || fail "no record for PID $gpid"
+kill -KILL "$gpid"
+wait "$gpid" 2>/dev/null
+systemctl start pipe-gc.service || fail "systemctl start pipe-gc.service: $(journalctl -u pipe-gc --no-pager -o cat | tail -5)"
+[ "$(systemctl show -p Result --value pipe-gc.service)" = success ] || fail "pipe-gc.service Result=$(systemctl show -p Result --value pipe-gc.service)"
+[ "$(records)" = "$before" ] || fail "pipe-gc.service left the dead guest's record"
+ip link show "veth1pl$gpid" >/dev/null 2>&1 && fail "pipe-gc.service left veth1pl$gpid"
+ip link show brgc >/dev/null 2>&1 && fail "pipe-gc.service left bridge brgc"
+[ -e "/run/netns/$gpid" ] && fail "pipe-gc.service left /run/netns/$gpid"
+web_attached || fail "pipe-gc.service touched web's live interface"
+say "pipe-gc.service: collected PID $gpid's record, veth, bridge and netns link; web untouched; $(journalctl -u pipe-gc --no-pager -o cat | grep -c removed) removals in the journal"
+
 # 7. Purge: the unit goes with the package.
 dpkg --purge pipe >/tmp/dpkg.log 2>&1 || { cat /tmp/dpkg.log; fail "dpkg --purge"; }
-[ ! -e /usr/bin/pipe ] && [ ! -e /etc/pipe ] && [ ! -e /lib/systemd/system/pipe-watch.service ] ||
+[ ! -e /usr/bin/pipe ] && [ ! -e /etc/pipe ] && [ ! -e /lib/systemd/system/pipe-watch.service ] &&
+    [ ! -e /lib/systemd/system/pipe-gc.timer ] ||
     fail "files left after purge"
 systemctl cat pipe-watch.service >/dev/null 2>&1 && fail "systemd still knows pipe-watch.service after purge"
 say "purge: files gone, unit unknown to systemd"
