@@ -224,7 +224,10 @@ fn deb_installs_every_file_into_a_throwaway_root_and_purges_clean() {
         "lib/systemd/system/pipe-watch.service",
         "contrib/pipe-watch.service",
     );
-    same("lib/systemd/system/pipe-gc.service", "contrib/pipe-gc.service");
+    same(
+        "lib/systemd/system/pipe-gc.service",
+        "contrib/pipe-gc.service",
+    );
     same("lib/systemd/system/pipe-gc.timer", "contrib/pipe-gc.timer");
     same("etc/pipe/attachments.toml", "contrib/attachments.toml");
     for m in &man {

@@ -248,6 +248,8 @@ fn keeper_exits_when_the_container_goes_away() {
     let o = s.pipe(&[&s.br, &c.pid_s(), "dhcp"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("already attached"), "{}", stdout(&o));
+    // It names the lease the interface holds, not "addr none".
+    assert!(stdout(&o).contains("addr 10.96.0.1"), "{}", stdout(&o));
     assert_eq!(s.keeper_pid(&c), Some(keeper));
     // The keeper holds nothing in the namespace: once the container dies, the
     // namespace goes, and with it the host end of the veth.

@@ -125,6 +125,8 @@ pub async fn attach_resolved(
             _ => NsRef::Path(target.netns.path.display().to_string()),
         },
     };
+    // What the interface holds already (a re-run's report names a DHCP lease).
+    let mut present: Vec<String> = Vec::new();
     let plan = match &facts.guest_ifname_taken {
         Some(link) => {
             let ex = facts::existing(
@@ -137,6 +139,12 @@ pub async fn attach_resolved(
                 &id,
             )
             .await?;
+            present = ex
+                .addrs
+                .iter()
+                .filter(|a| !matches!(a.net, ipnetwork::IpNetwork::V6(n) if n.ip().is_unicast_link_local()))
+                .map(|a| a.net.to_string())
+                .collect();
             rerun::plan(spec, &facts, &ex, ns, &target.label)?
         }
         None => plan::plan(spec, &facts, ns)?,
@@ -234,6 +242,11 @@ pub async fn attach_resolved(
     }
     let mut r = report::Report::new(spec, &target, &plan, &applied);
     r.already_attached = noop;
+    if noop && r.addresses.is_empty() {
+        // DHCP (or 0/0): name what the interface holds, not "none".
+        r.address = present.first().cloned();
+        r.addresses = present;
+    }
     Ok(Some(r))
 }
 
