@@ -61,10 +61,19 @@ impl Alive for Owner {
 
 /// Field 22 of /proc/PID/stat: the process's start time in clock ticks.
 fn start_time(pid: u32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let s = read_proc(&format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may hold spaces and parentheses: skip past the last ')'.
     let rest = &s[s.rfind(')')? + 1..];
     rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Read a small /proc file. procfs reports size 0, so `fs::read_to_string`
+/// starts from a 32-byte probe and doubles (six reads for /proc/PID/stat,
+/// eight for /proc/self/status); one 4 KiB buffer takes it in one.
+pub fn read_proc(path: &str) -> io::Result<String> {
+    let mut s = String::with_capacity(4096);
+    File::open(path)?.read_to_string(&mut s)?;
+    Ok(s)
 }
 
 impl Alive for Record {
@@ -114,11 +123,19 @@ const DIR_FLAGS: OFlag = OFlag::O_DIRECTORY
 
 /// Open (creating if needed) directory `name` under `dir` with mode 0700.
 fn open_dir_at(dir: impl AsFd, name: &str, what: &std::path::Path) -> io::Result<OwnedFd> {
-    match mkdirat(dir.as_fd(), name, Mode::from_bits_truncate(0o700)) {
-        Ok(()) | Err(Errno::EEXIST) => {}
-        Err(e) => return Err(errno_io(e)),
-    }
-    let fd = openat(dir, name, DIR_FLAGS, Mode::empty()).map_err(|e| match e {
+    // Open first: the directory exists on every run but the first, and a
+    // mkdirat that fails with EEXIST is a wasted path walk on each.
+    let fd = match openat(dir.as_fd(), name, DIR_FLAGS, Mode::empty()) {
+        Err(Errno::ENOENT) => {
+            match mkdirat(dir.as_fd(), name, Mode::from_bits_truncate(0o700)) {
+                Ok(()) | Err(Errno::EEXIST) => {}
+                Err(e) => return Err(errno_io(e)),
+            }
+            openat(dir.as_fd(), name, DIR_FLAGS, Mode::empty())
+        }
+        r => r,
+    };
+    let fd = fd.map_err(|e| match e {
         Errno::ELOOP | Errno::ENOTDIR => io::Error::other(format!(
             "{} is not a directory (a symlink or a file); pipe keeps its state in a real directory: remove it",
             what.display()
@@ -220,8 +237,21 @@ impl Store {
                 st.st_size
             )));
         }
-        let mut b = Vec::with_capacity(st.st_size as usize);
-        File::from(fd).take(max + 1).read_to_end(&mut b)?;
+        // Files here are written to a temporary and renamed into place, so
+        // what fstat saw is the whole file: one read, not a second for EOF.
+        let size = st.st_size as usize;
+        let mut f = File::from(fd);
+        let mut b = vec![0; size];
+        let mut n = 0;
+        while n < size {
+            match f.read(&mut b[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        b.truncate(n);
         Ok(Some(b))
     }
 

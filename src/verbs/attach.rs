@@ -23,7 +23,7 @@ fn bridged_traffic_is_filtered() -> bool {
 pub(crate) fn check_privileges() -> Result<()> {
     const CAP_NET_ADMIN: u32 = 12;
     const CAP_SYS_ADMIN: u32 = 21;
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let status = store::read_proc("/proc/self/status").unwrap_or_default();
     let eff = status
         .lines()
         .find_map(|l| l.strip_prefix("CapEff:"))
@@ -221,7 +221,15 @@ pub async fn attach_resolved(
     journal::commit(&mut rec, &plan, &applied);
     // Records of earlier incarnations of this container (it restarted: a new
     // namespace) are superseded by this one, which keeps what they promised.
-    for o in store.find(&target.label, Some(spec.ifname.as_str())) {
+    // A PID names one process, not a container across restarts: a record under
+    // the same PID is an unrelated process that had it before (left to gc), and
+    // looking for one would read every record in the state dir on each attach.
+    let earlier = if names_a_process(&spec.guest) {
+        Vec::new()
+    } else {
+        store.find(&target.label, Some(spec.ifname.as_str()))
+    };
+    for o in earlier {
         if o.netns != rec.netns && o.pending.is_none() && !o.alive() {
             rec.persist |= o.persist;
             rec.from_file |= o.from_file;
@@ -248,6 +256,16 @@ pub async fn attach_resolved(
         r.addresses = present;
     }
     Ok(Some(r))
+}
+
+/// Is the guest given as a process (a PID or /proc/PID/ns/net), whose label
+/// is that PID?
+fn names_a_process(g: &spec::GuestRef) -> bool {
+    match g {
+        spec::GuestRef::Pid(_) => true,
+        spec::GuestRef::Path(p) => p.starts_with("/proc/"),
+        spec::GuestRef::Name(_) => false,
+    }
 }
 
 /// Finish the rollback of a killed run of attachment `id` from its journal.
