@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_pipe_global_optspecs
-    string join \n i/container-ifname= l/host-ifname= a/family= mtu= rate= macvlan-mode= ipvlan= direct-phys host-shim n/dry-run v/verbose json no-netns-link timeout= wait= persist state-dir= generate= h/help V/version
+    string join \n i/container-ifname= l/host-ifname= a/family= mtu= rate= macvlan-mode= ipvlan= direct-phys host-shim n/dry-run v/verbose json no-netns-link timeout= wait= persist state-dir= h/help V/version
 end
 
 function __fish_pipe_needs_command
@@ -43,10 +43,6 @@ addr\t'An address: IPv4, or IPv6 other than link-local, past duplicate address d
 ipv4\t'An IPv4 address'
 ipv6\t'An IPv6 address other than link-local, past duplicate address detection'"
 complete -c pipe -n "__fish_pipe_needs_command" -l state-dir -d 'Where pipe keeps its records of what it created' -r -F
-complete -c pipe -n "__fish_pipe_needs_command" -l generate -d 'Print the man page or a completion script to stdout' -r -f -a "man\t''
-bash\t''
-zsh\t''
-fish\t''"
 complete -c pipe -n "__fish_pipe_needs_command" -l direct-phys -d 'Move HOST_IF itself (or its VLAN sub-interface HOST_IF.VLAN) into the container, renamed to IFNAME; its old name is kept in the interface alias'
 complete -c pipe -n "__fish_pipe_needs_command" -l host-shim -d 'With a macvlan (bridge mode): let the host and the container reach each other through a shared host-side macvlan on the parent (created once, tagged pipe:shared, removed with its last user) and a /32 (/128) route to each of the container\'s addresses'
 complete -c pipe -n "__fish_pipe_needs_command" -s n -l dry-run -d 'Print the plan as equivalent ip commands and change nothing'
@@ -138,3 +134,10 @@ complete -c pipe -n "__fish_pipe_using_subcommand tc" -s n -l dry-run -d 'Print 
 complete -c pipe -n "__fish_pipe_using_subcommand tc" -s v -l verbose -d 'More logging (-v: info, -vv: debug, -vvv: trace); RUST_LOG also works'
 complete -c pipe -n "__fish_pipe_using_subcommand tc" -l json -d 'Print the result as one JSON object'
 complete -c pipe -n "__fish_pipe_using_subcommand tc" -s h -l help -d 'Print help'
+
+# HOST_IF and GUEST: interface, netns and container names, from pipe itself.
+function __fish_pipe_names
+    set -l cur (commandline -ct)
+    command pipe __complete line (commandline -opc) "$cur" 2>/dev/null
+end
+complete -c pipe -a '(__fish_pipe_names)'
