@@ -56,7 +56,7 @@ _pipe() {
 
     case "${cmd}" in
         pipe)
-            opts="-i -l -a -n -v -h -V --container-ifname --host-ifname --family --mtu --rate --macvlan-mode --ipvlan --direct-phys --host-shim --dry-run --verbose --json --no-netns-link --timeout --wait --persist --state-dir --generate --help --version detach apply gc watch route rule link selftest list doctor tc"
+            opts="-i -l -a -n -v -h -V --container-ifname --host-ifname --family --mtu --rate --macvlan-mode --ipvlan --direct-phys --host-shim --dry-run --verbose --json --no-netns-link --timeout --wait --persist --state-dir --help --version detach apply gc watch route rule link selftest list doctor tc"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -106,12 +106,12 @@ _pipe() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --state-dir)
-                    COMPREPLY=($(compgen -f "${cur}"))
+                --wait)
+                    COMPREPLY=($(compgen -W "link addr ipv4 ipv6" -- "${cur}"))
                     return 0
                     ;;
-                --generate)
-                    COMPREPLY=($(compgen -W "man bash zsh fish" -- "${cur}"))
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 *)
@@ -366,4 +366,21 @@ if [[ "${BASH_VERSINFO[0]}" -eq 4 && "${BASH_VERSINFO[1]}" -ge 4 || "${BASH_VERS
     complete -F _pipe -o nosort -o bashdefault -o default pipe
 else
     complete -F _pipe -o bashdefault -o default pipe
+fi
+
+# HOST_IF and GUEST: interface, netns and container names, from pipe itself.
+_pipe_names() {
+    _pipe "$@"
+    local cur="${COMP_WORDS[COMP_CWORD]}"
+    [[ $cur == -* ]] && return 0
+    local IFS=$'\n' w keep=() names
+    names=($(command pipe __complete line "${COMP_WORDS[@]:0:COMP_CWORD+1}" 2>/dev/null))
+    ((${#names[@]})) || return 0
+    for w in "${COMPREPLY[@]}"; do [[ $w == -* ]] || keep+=("$w"); done
+    COMPREPLY=("${keep[@]}" "${names[@]}")
+}
+if [[ "${BASH_VERSINFO[0]}" -eq 4 && "${BASH_VERSINFO[1]}" -ge 4 || "${BASH_VERSINFO[0]}" -gt 4 ]]; then
+    complete -F _pipe_names -o nosort -o bashdefault -o default pipe
+else
+    complete -F _pipe_names -o bashdefault -o default pipe
 fi

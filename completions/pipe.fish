@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_pipe_global_optspecs
-    string join \n i/container-ifname= l/host-ifname= a/family= mtu= rate= macvlan-mode= ipvlan= direct-phys host-shim n/dry-run v/verbose json no-netns-link timeout= wait persist state-dir= generate= h/help V/version
+    string join \n i/container-ifname= l/host-ifname= a/family= mtu= rate= macvlan-mode= ipvlan= direct-phys host-shim n/dry-run v/verbose json no-netns-link timeout= wait= persist state-dir= h/help V/version
 end
 
 function __fish_pipe_needs_command
@@ -38,20 +38,19 @@ complete -c pipe -n "__fish_pipe_needs_command" -l ipvlan -d 'Create an ipvlan c
 l3\t''
 l3s\t''"
 complete -c pipe -n "__fish_pipe_needs_command" -l timeout -d 'Seconds to wait for a starting container to get a PID (default 5); with --wait, for the interface to be ready (default: for ever). 0 to 86400 (a day)' -r
+complete -c pipe -n "__fish_pipe_needs_command" -l wait -d 'Inside a container: wait until interface -i (eth1) exists, is up and has carrier, as pipework --wait, with no address still in IPv6 duplicate address detection and unchanged for 0.25 s. =addr also needs an address (IPv4, or IPv6 other than link-local), =ipv4 or =ipv6 one of that family (comma-separated: all of them); use one with DHCP' -r -f -a "link\t'Nothing more (the default, as pipework): right for 0/0 and for DHCP run later'
+addr\t'An address: IPv4, or IPv6 other than link-local, past duplicate address detection'
+ipv4\t'An IPv4 address'
+ipv6\t'An IPv6 address other than link-local, past duplicate address detection'"
 complete -c pipe -n "__fish_pipe_needs_command" -l state-dir -d 'Where pipe keeps its records of what it created' -r -F
-complete -c pipe -n "__fish_pipe_needs_command" -l generate -d 'Print the man page or a completion script to stdout' -r -f -a "man\t''
-bash\t''
-zsh\t''
-fish\t''"
 complete -c pipe -n "__fish_pipe_needs_command" -l direct-phys -d 'Move HOST_IF itself (or its VLAN sub-interface HOST_IF.VLAN) into the container, renamed to IFNAME; its old name is kept in the interface alias'
 complete -c pipe -n "__fish_pipe_needs_command" -l host-shim -d 'With a macvlan (bridge mode): let the host and the container reach each other through a shared host-side macvlan on the parent (created once, tagged pipe:shared, removed with its last user) and a /32 (/128) route to each of the container\'s addresses'
 complete -c pipe -n "__fish_pipe_needs_command" -s n -l dry-run -d 'Print the plan as equivalent ip commands and change nothing'
 complete -c pipe -n "__fish_pipe_needs_command" -s v -l verbose -d 'More logging (-v: info, -vv: debug, -vvv: trace); RUST_LOG also works'
 complete -c pipe -n "__fish_pipe_needs_command" -l json -d 'Print the result as one JSON object'
 complete -c pipe -n "__fish_pipe_needs_command" -l no-netns-link -d 'Do not link the container\'s namespace into /var/run/netns'
-complete -c pipe -n "__fish_pipe_needs_command" -l wait -d 'Inside a container: wait until interface -i (eth1) exists, is up and has a usable address (IPv6: past duplicate address detection), as pipework --wait'
 complete -c pipe -n "__fish_pipe_needs_command" -l persist -d 'Keep this attachment: `pipe watch` applies it again whenever the container starts'
-complete -c pipe -n "__fish_pipe_needs_command" -s h -l help -d 'Print help'
+complete -c pipe -n "__fish_pipe_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c pipe -n "__fish_pipe_needs_command" -s V -l version -d 'Print version'
 complete -c pipe -n "__fish_pipe_needs_command" -a "detach" -d 'Remove an interface pipe attached: both ends, a bridge pipe created once it has no port left, the /var/run/netns link; the replaced default route is put back'
 complete -c pipe -n "__fish_pipe_needs_command" -a "apply" -d 'Attach everything in an attachments file (same format as pipe watch\'s) in one process: guests resolved concurrently, one host netlink connection, each attachment atomic on its own, a summary at the end'
@@ -135,3 +134,10 @@ complete -c pipe -n "__fish_pipe_using_subcommand tc" -s n -l dry-run -d 'Print 
 complete -c pipe -n "__fish_pipe_using_subcommand tc" -s v -l verbose -d 'More logging (-v: info, -vv: debug, -vvv: trace); RUST_LOG also works'
 complete -c pipe -n "__fish_pipe_using_subcommand tc" -l json -d 'Print the result as one JSON object'
 complete -c pipe -n "__fish_pipe_using_subcommand tc" -s h -l help -d 'Print help'
+
+# HOST_IF and GUEST: interface, netns and container names, from pipe itself.
+function __fish_pipe_names
+    set -l cur (commandline -ct)
+    command pipe __complete line (commandline -opc) "$cur" 2>/dev/null
+end
+complete -c pipe -a '(__fish_pipe_names)'

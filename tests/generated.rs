@@ -68,6 +68,14 @@ fn every_verb_has_a_page_and_hidden_verbs_appear_nowhere() {
     }
     let hidden = hidden_verbs();
     assert!(hidden.contains(&"__dhcp-keeper".to_string()), "{hidden:?}");
+    // The hidden option neither.
+    for (rel, text) in &all {
+        let text = String::from_utf8_lossy(text);
+        assert!(
+            !text.contains("--generate") && !text.contains("\\-\\-generate"),
+            "--generate appears in {rel}"
+        );
+    }
     for h in &hidden {
         // roff escapes '-' as "\-".
         let roff = h.replace('-', "\\-");
@@ -78,6 +86,30 @@ fn every_verb_has_a_page_and_hidden_verbs_appear_nowhere() {
                 "hidden verb {h} appears in {rel}"
             );
         }
+    }
+}
+
+#[test]
+fn completion_scripts_ask_pipe_for_names_only_through_the_callback() {
+    // `pipe __complete` is not a clap verb (nothing offers it); the scripts call it
+    // for the HOST_IF and GUEST slots, and mention it nowhere else.
+    for g in [Generate::Bash, Generate::Zsh, Generate::Fish] {
+        let text = String::from_utf8(render(g)).unwrap();
+        let calls = text.matches("command pipe __complete ").count();
+        assert_eq!(calls, 1, "{g:?}: {calls} callbacks");
+        assert_eq!(text.matches("__complete").count(), 1, "{g:?}");
+    }
+    let zsh = String::from_utf8(render(Generate::Zsh)).unwrap();
+    assert!(zsh.contains(":_pipe__names host-if' "), "zsh HOST_IF slot");
+    assert!(zsh.contains(":_pipe__names guest' "), "zsh GUEST slot");
+    for l in zsh.lines().filter(|l| {
+        ["host_if", "guest", "guest_a", "guest_b"].iter().any(|id| {
+            l.starts_with(&format!("'{id} -- "))
+                || l.starts_with(&format!("'::{id} -- "))
+                || l.starts_with(&format!("':{id} -- "))
+        })
+    }) {
+        assert!(l.contains(":_pipe__names "), "zsh slot without names: {l}");
     }
 }
 

@@ -253,15 +253,136 @@ fn wait_times_out_with_a_message() {
     let o = c.nsenter(&[BIN, "--wait", "-i", "eth9", "--timeout", "0.3"]);
     assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
     assert_fails(&o, 1, "eth9 does not exist after 0.3s");
-    // Up but without an address.
     c.ip(&["link", "add", "eth9", "type", "veth", "peer", "name", "x9"]);
-    c.ip(&["link", "set", "eth9", "up"]);
-    c.ip(&["link", "set", "x9", "up"]);
     let o = c.nsenter(&[BIN, "--wait", "-i", "eth9", "--timeout", "0.3"]);
-    assert_fails(&o, 1, "has no address");
+    assert_fails(&o, 1, "eth9 exists but is down after 0.3s");
+    // Up, but its other end is down: no carrier.
+    c.ip(&["link", "set", "eth9", "up"]);
+    let o = c.nsenter(&[BIN, "--wait", "-i", "eth9", "--timeout", "0.3"]);
+    assert_fails(&o, 1, "eth9 is up but has no carrier");
+    // Carrier but no address, when one is asked for.
+    c.ip(&["link", "set", "x9", "up"]);
+    let o = c.nsenter(&[BIN, "--wait=addr", "-i", "eth9", "--timeout", "0.5"]);
+    assert_fails(&o, 1, "eth9 is up but has no address after 0.5s");
+    c.ip(&["addr", "add", "10.69.0.2/24", "dev", "eth9"]);
+    let o = c.nsenter(&[BIN, "--wait=ipv6", "-i", "eth9", "--timeout", "0.5"]);
+    assert_fails(&o, 1, "eth9 is up but has no IPv6 address");
     // pipework's spelling: --wait with positionals is a usage error.
     let o = c.nsenter(&[BIN, "--wait", "br1", "web", "0/0"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let o = c.nsenter(&[BIN, "--wait=dhcp"]);
+    assert_fails(&o, 2, "possible values: link, addr, ipv4, ipv6");
+}
+
+/// `pipe --wait ARGS` in the container, in the background.
+fn spawn_wait(c: &Container, args: &[&str]) -> std::process::Child {
+    Command::new("nsenter")
+        .arg(format!("--net={}", c.ns_path()))
+        .arg(BIN)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// A veth `eth9` in the container with its other end `x9` up too (so it has carrier),
+/// after a wait of `delay`.
+fn carrier_later(c: &Container, delay: Duration) {
+    c.ip(&["link", "add", "eth9", "type", "veth", "peer", "name", "x9"]);
+    c.ip(&["link", "set", "x9", "up"]);
+    std::thread::sleep(delay);
+    c.ip(&["link", "set", "eth9", "up"]);
+}
+
+#[test]
+fn wait_default_is_up_and_carrier_without_address() {
+    // 0/0, or an address a DHCP client inside the container will get later.
+    let c = Container::new();
+    let waiter = spawn_wait(&c, &["--wait", "-i", "eth9", "--timeout", "10"]);
+    carrier_later(&c, Duration::from_millis(300));
+    let t = Instant::now();
+    let o = waiter.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o).trim(), "eth9 ready (up, carrier, no address)");
+    // It waited for the interface to settle, and not much longer.
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    let j = c.ipj(&["addr", "show", "dev", "eth9"]);
+    assert!(
+        j[0]["addr_info"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["scope"] == "link"),
+        "{j}"
+    );
+    // The same with --json.
+    let o = c.nsenter(&[BIN, "--wait", "-i", "eth9", "--json", "--timeout", "5"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["addresses"], serde_json::json!([]), "{v}");
+    assert!(v["address"].is_null(), "{v}");
+}
+
+#[test]
+fn wait_addr_waits_until_an_address_appears() {
+    let c = Container::new();
+    carrier_later(&c, Duration::ZERO);
+    let mut waiter = spawn_wait(&c, &["--wait=addr", "-i", "eth9", "--timeout", "10"]);
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(
+        waiter.try_wait().unwrap().is_none(),
+        "--wait=addr returned before any address was there"
+    );
+    c.ip(&["addr", "add", "10.69.1.2/24", "dev", "eth9"]);
+    let o = waiter.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o).trim(), "eth9 ready with 10.69.1.2/24");
+    // ipv4 is satisfied by it, ipv4,ipv6 is not.
+    let o = c.nsenter(&[BIN, "--wait=ipv4", "-i", "eth9", "--timeout", "5"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = c.nsenter(&[BIN, "--wait=ipv4,ipv6", "-i", "eth9", "--timeout", "0.4"]);
+    assert_fails(&o, 1, "has no IPv6 address");
+}
+
+#[test]
+fn wait_does_not_count_tentative_ipv6() {
+    for mode in ["--wait=ipv6", "--wait"] {
+        let c = Container::new();
+        carrier_later(&c, Duration::ZERO);
+        // Duplicate address detection: 2 probes 1 s apart, so ~2 s tentative.
+        let o = c.nsenter(&["sysctl", "-qw", "net.ipv6.conf.eth9.dad_transmits=2"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        c.ip(&["addr", "add", "2001:db8:69::2/64", "dev", "eth9"]);
+        let a = c.ipj(&["-6", "addr", "show", "dev", "eth9", "scope", "global"]);
+        assert_eq!(a[0]["addr_info"][0]["tentative"], true, "{a}");
+        let t = Instant::now();
+        let o = c.nsenter(&[BIN, mode, "-i", "eth9", "--timeout", "10"]);
+        eprintln!("{mode} returned after {:?}", t.elapsed());
+        assert!(o.status.success(), "{mode}: {}", stderr(&o));
+        assert_eq!(stdout(&o).trim(), "eth9 ready with 2001:db8:69::2/64");
+        let a = c.ipj(&["-6", "addr", "show", "dev", "eth9", "scope", "global"]);
+        assert!(
+            a[0]["addr_info"][0].get("tentative").is_none(),
+            "{mode}: {a}"
+        );
+        assert!(
+            t.elapsed() > Duration::from_millis(800),
+            "{:?}",
+            t.elapsed()
+        );
+        // While it is tentative, a short wait says so.
+        let c2 = Container::new();
+        carrier_later(&c2, Duration::ZERO);
+        c2.nsenter(&["sysctl", "-qw", "net.ipv6.conf.eth9.dad_transmits=3"]);
+        c2.ip(&["addr", "add", "2001:db8:69::3/64", "dev", "eth9"]);
+        let o = c2.nsenter(&[BIN, mode, "-i", "eth9", "--timeout", "0.5"]);
+        assert_fails(
+            &o,
+            1,
+            "has address 2001:db8:69::3/64 still in duplicate address detection",
+        );
+    }
 }
 
 #[test]

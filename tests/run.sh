@@ -27,9 +27,10 @@ cd "$ROOT"
 # systemd tier's root file system (tests/vm/systemd.sh). For the CNI tests (tests/cni.rs): podman
 # (its CNI backend, with runc), containerd (ctr run --cni), the reference plugins and IPAM
 # (containernetworking-plugins in /usr/lib/cni), jq; docker-compose 1.29 (labels from a compose file).
+# zsh and fish: the generated completion scripts are run in them (tests/complete.rs).
 PACKAGES=(iproute2 iputils-ping iputils-arping util-linux busybox-static docker.io curl
     ca-certificates binutils mmdebstrap e2fsprogs podman runc containerd containernetworking-plugins jq
-    docker-compose)
+    docker-compose zsh fish)
 
 T0=$(date +%s)
 failed=()

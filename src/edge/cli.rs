@@ -161,10 +161,22 @@ pub struct Cli {
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     pub timeout: Option<Duration>,
 
-    /// Inside a container: wait until interface -i (eth1) exists, is up and has a
-    /// usable address (IPv6: past duplicate address detection), as pipework --wait.
-    #[arg(long, conflicts_with_all = ["host_if", "guest", "addr", "mac_vlan"])]
-    pub wait: bool,
+    /// Inside a container: wait until interface -i (eth1) exists, is up and has carrier,
+    /// as pipework --wait, with no address still in IPv6 duplicate address detection and
+    /// unchanged for 0.25 s. =addr also needs an address (IPv4, or IPv6 other than
+    /// link-local), =ipv4 or =ipv6 one of that family (comma-separated: all of them);
+    /// use one with DHCP.
+    #[arg(
+        long,
+        value_enum,
+        value_name = "WHAT",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "link",
+        value_delimiter = ',',
+        conflicts_with_all = ["host_if", "guest", "addr", "mac_vlan"]
+    )]
+    pub wait: Option<Vec<WaitFor>>,
 
     /// Keep this attachment: `pipe watch` applies it again whenever the container starts.
     #[arg(long)]
@@ -431,6 +443,35 @@ pub enum IpvlanArg {
     L2,
     L3,
     L3s,
+}
+
+/// What `--wait` needs besides "exists, up, carrier, settled".
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum WaitFor {
+    /// Nothing more (the default, as pipework): right for 0/0 and for DHCP run later
+    Link,
+    /// An address: IPv4, or IPv6 other than link-local, past duplicate address detection
+    Addr,
+    /// An IPv4 address
+    Ipv4,
+    /// An IPv6 address other than link-local, past duplicate address detection
+    Ipv6,
+}
+
+impl WaitFor {
+    /// The address requirements of a `--wait=...` list.
+    pub fn want(list: &[WaitFor]) -> crate::verbs::wait::Want {
+        let mut w = crate::verbs::wait::Want::default();
+        for f in list {
+            match f {
+                WaitFor::Link => {}
+                WaitFor::Addr => w.any = true,
+                WaitFor::Ipv4 => w.v4 = true,
+                WaitFor::Ipv6 => w.v6 = true,
+            }
+        }
+        w
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -1,5 +1,6 @@
 pub mod cli;
 pub mod cni;
+pub mod complete;
 pub mod generate;
 pub mod run;
 pub mod selftest;

@@ -57,14 +57,20 @@ pub fn run(cli: Cli) -> Result<()> {
     if let Some(cmd) = cli.command {
         return run_command(cmd, dry_run, json);
     }
-    if cli.wait {
+    if let Some(what) = &cli.wait {
         let timeout = cli.timeout;
         let ifname = cli.ifname.to_string();
-        let addr = runtime()?.block_on(wait::wait(&ifname, timeout))?;
+        let want = cli::WaitFor::want(what);
+        let addrs = runtime()?.block_on(wait::wait(&ifname, want, timeout))?;
         if json {
-            println!("{}", serde_json::json!({"ifname": ifname, "address": addr}));
+            println!(
+                "{}",
+                serde_json::json!({"ifname": ifname, "address": addrs.first(), "addresses": addrs})
+            );
+        } else if addrs.is_empty() {
+            println!("{ifname} ready (up, carrier, no address)");
         } else {
-            println!("{ifname} ready with {addr}");
+            println!("{ifname} ready with {}", addrs.join(", "));
         }
         return Ok(());
     }

@@ -19,6 +19,14 @@ pub fn main_entry() -> i32 {
     if crate::edge::cni::invoked() {
         return crate::edge::cni::main();
     }
+    let mut args = std::env::args_os().skip(1);
+    if args
+        .next()
+        .is_some_and(|a| a == crate::edge::complete::VERB)
+    {
+        let words: Vec<String> = args.map(|a| a.to_string_lossy().into_owned()).collect();
+        return crate::edge::complete::main(&words);
+    }
     cli_main()
 }
 
@@ -92,7 +100,8 @@ pub fn escape(s: &str) -> String {
 /// `pipe -n --state-dir X route web add ...` -> `pipe route -n --state-dir X web add ...`.
 /// Anything the scan does not understand is left for clap to report.
 pub fn hoist_verb(cmd: &clap::Command, argv: Vec<OsString>) -> Vec<OsString> {
-    let takes_value = |a: &clap::Arg| a.get_action().takes_values();
+    // `--wait[=WHAT]` takes its value only after '='.
+    let takes_value = |a: &clap::Arg| a.get_action().takes_values() && !a.is_require_equals_set();
     let mut i = 1;
     while i < argv.len() {
         let Some(a) = argv[i].to_str() else {

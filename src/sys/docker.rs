@@ -94,6 +94,39 @@ pub async fn resolve(query: &str, timeout: Duration) -> Result<Container, Docker
     resolve_at(&Endpoint::from_env(env.as_deref())?, query, timeout).await
 }
 
+/// Names of the running containers, for shell completion: best effort within `budget`
+/// (connecting included), and an empty list on any error, with nothing logged above debug.
+/// One request at API 1.41 (see `FIRST_VERSION`), no negotiation round trip.
+pub async fn container_names(budget: Duration) -> Vec<String> {
+    use bollard::query_parameters::ListContainersOptions;
+    let env = std::env::var("DOCKER_HOST").ok();
+    let Ok(endpoint) = Endpoint::from_env(env.as_deref()) else {
+        return Vec::new();
+    };
+    let Ok(docker) = Engine::client(&endpoint, budget.as_secs().max(1), &FIRST_VERSION) else {
+        return Vec::new();
+    };
+    let list = docker.list_containers(Some(ListContainersOptions {
+        all: false,
+        ..Default::default()
+    }));
+    match tokio::time::timeout(budget, list).await {
+        Ok(Ok(list)) => list
+            .into_iter()
+            .filter_map(|c| c.names?.into_iter().next())
+            .map(|n| n.trim_start_matches('/').to_string())
+            .collect(),
+        Ok(Err(e)) => {
+            debug!("listing containers for completion: {e}");
+            Vec::new()
+        }
+        Err(_) => {
+            debug!("listing containers for completion: no answer within {budget:?}");
+            Vec::new()
+        }
+    }
+}
+
 /// [`resolve`] against an explicit endpoint (tests cannot safely change the environment).
 pub(crate) async fn resolve_at(
     endpoint: &Endpoint,

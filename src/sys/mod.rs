@@ -4,6 +4,7 @@ pub mod dhcp_ext;
 pub mod docker;
 pub mod files;
 pub mod guest;
+pub mod names;
 pub mod netlink;
 pub mod netns;
 pub mod netns_link;

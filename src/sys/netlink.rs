@@ -297,6 +297,18 @@ impl Netlink {
         Ok(self.link_message(name).await?.map(Link::from_message))
     }
 
+    /// One link by name and whether it can pass traffic (for `--wait`): `IFF_LOWER_UP` (the
+    /// carrier: a veth has it once both ends are up, a macvlan when its parent has it) and not
+    /// `IFF_DORMANT` (e.g. 802.1X still authenticating). `None` when there is no such link.
+    pub async fn link_state(&self, name: &str) -> NlResult<Option<(Link, bool)>> {
+        debug!("netlink: get link {name} (state)");
+        Ok(self.link_message(name).await?.map(|m| {
+            let f = m.header.flags;
+            let carrier = f.contains(LinkFlags::LowerUp) && !f.contains(LinkFlags::Dormant);
+            (Link::from_message(m), carrier)
+        }))
+    }
+
     /// One link by name with its kind-specific details; `None` when there is no such link.
     pub async fn link_detail(&self, name: &str) -> NlResult<Option<LinkDetail>> {
         debug!("netlink: get link {name} (details)");
