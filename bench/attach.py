@@ -23,6 +23,7 @@ started before the clock starts. The root namespace is never touched.
              kernel's share of the same job (veth pairs born in N fresh containers, host
              ends in one new bridge, up) and prints pipe's ratio to it.
 --reps R     repetitions of each apply measurement (default 1; median reported).
+             With --vs, the other binary's apply runs between pipe's and the floor.
 --no-limit   skip the process limit (on by default).
 --vs PATH    a second pipe binary (an older build) timed interleaved with --bin, run by run.
 --peers also runs ../shared/bench/peers.sh with pipe as an extra peer (if present).
@@ -286,12 +287,14 @@ def main():
         if args.docker:
             results.update(run_docker(binary, args.docker, args.n))
         for n in [int(x) for x in args.apply.split(",") if x]:
-            runs, fl = [], []
+            runs, fl, vruns = [], [], []
             for rep in range(args.reps):
                 runs.append(run_apply(binary, n))
+                if vs:
+                    vruns.append(run_apply(vs, n))
                 if args.apply_floor:
                     fl.append(run_apply_floor(n, rep))
-            applies[n] = (runs, fl)
+            applies[n] = (runs, fl, vruns)
         libc.setns(root, CLONE_NEWNET)
     finally:
         teardown()
@@ -310,21 +313,25 @@ def main():
         print(f"{k}: netlink floor {f:.2f} ms + exec /bin/true {t:.2f} ms = process limit {f + t:.2f} ms; "
               f"pipe {p:.2f} ms = {p / (f + t):.2f}x the limit (target <= 1.5x)")
 
-    per = {}
-    for n, (runs, fl) in applies.items():
-        ms = statistics.median(r[0] for r in runs)
-        rss = max(r[1] for r in runs)
-        line = f"pipe apply, {n} containers: {ms:.0f} ms ({ms / n:.2f} ms each), peak RSS {rss:.1f} MB"
-        if fl:
-            fm = statistics.median(fl)
-            line += f"; ip -batch floor {fm:.0f} ms ({fm / n:.2f} ms each): {ms / fm:.2f}x (target <= 2.5x)"
-            per[n] = (ms / n, fm / n)
-        print(line + f" [median of {len(runs)}]")
-    if len(per) >= 2:
-        lo, hi = min(per), max(per)
-        gp, gf = per[hi][0] / per[lo][0], per[hi][1] / per[lo][1]
-        print(f"per-container growth {lo} -> {hi}: pipe {gp:.2f}x, floor {gf:.2f}x, "
-              f"ratio {gp / gf:.2f} (target <= 1.3)")
+    per, vper = {}, {}
+    for n, (runs, fl, vruns) in applies.items():
+        for who, rs, pr in (("pipe", runs, per), ("pipe --vs", vruns, vper)):
+            if not rs:
+                continue
+            ms = statistics.median(r[0] for r in rs)
+            rss = max(r[1] for r in rs)
+            line = f"{who} apply, {n} containers: {ms:.0f} ms ({ms / n:.2f} ms each), peak RSS {rss:.1f} MB"
+            if fl:
+                fm = statistics.median(fl)
+                line += f"; ip -batch floor {fm:.0f} ms ({fm / n:.2f} ms each): {ms / fm:.2f}x (target <= 2.5x)"
+                pr[n] = (ms / n, fm / n)
+            print(line + f" [median of {len(rs)}]")
+    for who, pr in (("pipe", per), ("pipe --vs", vper)):
+        if len(pr) >= 2:
+            lo, hi = min(pr), max(pr)
+            gp, gf = pr[hi][0] / pr[lo][0], pr[hi][1] / pr[lo][1]
+            print(f"{who}: per-container growth {lo} -> {hi}: pipe {gp:.2f}x, floor {gf:.2f}x, "
+                  f"ratio {gp / gf:.2f} (target <= 1.3)")
 
     if args.peers:
         peers = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "bench", "peers.sh")
