@@ -340,10 +340,32 @@ pub fn from_hex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// A record in the format of pipe 0.1 (keyed by label, `created_shared`):
+/// what it is and what to do, since pipe no longer acts on it.
+fn legacy(b: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(b).ok()?;
+    let o = v.as_object()?;
+    if !(o.contains_key("created_shared") || o.contains_key("netns_link")) {
+        return None;
+    }
+    let label = o.get("label")?.as_str()?;
+    let ifname = o.get("ifname")?.as_str()?;
+    Some(format!(
+        "is in the format of pipe 0.1 (keyed by label) or was tampered with, and pipe no longer acts on it; \
+         remove its interface with `pipe detach --force {} -i {}` if it is still there, then delete the file",
+        label, ifname
+    ))
+}
+
 /// Parse a record and check that it is what its file name says.
 pub fn parse_record(name: &str, b: &[u8]) -> std::io::Result<Record> {
-    let r: Record = serde_json::from_slice(b)
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+    let r: Record = serde_json::from_slice(b).map_err(|e| {
+        let e = match legacy(b) {
+            Some(hint) => hint,
+            None => e.to_string(),
+        };
+        std::io::Error::new(std::io::ErrorKind::InvalidData, e)
+    })?;
     if r.id().file_name() != name {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
@@ -402,6 +424,22 @@ mod tests {
         assert!(is_tag(Some("pipe:shared")));
         assert!(!is_tag(Some("other")));
         assert!(!is_tag(None));
+    }
+
+    #[test]
+    fn a_record_of_pipe_0_1_is_refused_with_what_to_do() {
+        // As 0.1 wrote it: keyed by label, with created_shared and netns_link.
+        let old = serde_json::json!({
+            "spec": {"container": "web", "host": "br1", "addr": "10.0.0.2/24"},
+            "label": "web", "ifname": "eth1", "kind": "veth", "host_if": "br1",
+            "host_ifname": "veth1pl42", "netns": {"dev": 4, "ino": 4026532570u64},
+            "created_shared": ["br1"], "netns_link": "web",
+        });
+        let e = parse_record("web@eth1.json", &serde_json::to_vec(&old).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("format of pipe 0.1"), "{e}");
+        assert!(e.contains("pipe detach --force web -i eth1"), "{e}");
     }
 
     #[test]
