@@ -44,7 +44,7 @@ ipv4\t'An IPv4 address'
 ipv6\t'An IPv6 address other than link-local, past duplicate address detection'"
 complete -c pipe -n "__fish_pipe_needs_command" -l state-dir -d 'Where pipe keeps its records of what it created' -r -F
 complete -c pipe -n "__fish_pipe_needs_command" -l direct-phys -d 'Move HOST_IF itself (or its VLAN sub-interface HOST_IF.VLAN) into the container, renamed to IFNAME; its old name is kept in the interface alias'
-complete -c pipe -n "__fish_pipe_needs_command" -l host-shim -d 'With a macvlan (bridge mode): let the host and the container reach each other through a shared host-side macvlan on the parent (created once, tagged pipe:shared, removed with its last user) and a /32 (/128) route to each of the container\'s addresses'
+complete -c pipe -n "__fish_pipe_needs_command" -l host-shim -d 'With a macvlan (bridge mode) or an ipvlan (l3, l3s): let the host and the container reach each other through a shared host-side sibling on the parent (a macvlan, or an ipvlan of the container\'s mode; created once, tagged pipe:shared, removed with its last user) and a /32 (/128) route to each of the container\'s addresses'
 complete -c pipe -n "__fish_pipe_needs_command" -s n -l dry-run -d 'Print the plan as equivalent ip commands and change nothing'
 complete -c pipe -n "__fish_pipe_needs_command" -s v -l verbose -d 'More logging (-v: info, -vv: debug, -vvv: trace); RUST_LOG also works'
 complete -c pipe -n "__fish_pipe_needs_command" -l json -d 'Print the result as one JSON object'

@@ -549,3 +549,71 @@ fn vm_direct_phys_of_a_vlan_subinterface() {
     assert!(c2.ping("10.98.0.1"), "reaches VLAN 200 on the LAN");
     assert!(cant_reach(&c2, "10.97.0.1"), "but not VLAN 100");
 }
+
+/// Does the host namespace `host` get an echo reply from `addr` (1 s)?
+fn host_pings(host: &Ns, addr: &str) -> bool {
+    host.exec(&["ping", "-c", "1", "-W", "1", addr])
+        .status
+        .success()
+}
+
+#[test]
+#[ignore = "runs inside the QEMU VM tier: tests/vm/run.sh"]
+fn vm_ipvlan_host_shim_reaches_the_host_both_ways() {
+    // An ipvlan, like a macvlan, never talks to its own parent: --host-shim
+    // adds an ipvlan sibling of the container's mode and a /32 through it.
+    for mode in ["l3", "l3s"] {
+        let (host, _lan) = host_with_lan();
+        host.ip(&["addr", "add", "10.89.0.254/24", "dev", "phys0"]);
+        host.ip(&["link", "set", "phys0", "up"]);
+        let before = host.links();
+        let c = Container::new();
+        ok(&host.pipe(&["--ipvlan", mode, "phys0", &c.pid_s(), "10.89.0.2/24"]));
+        assert!(
+            !host_pings(&host, "10.89.0.2"),
+            "{mode}: the host reached its ipvlan container without a shim"
+        );
+        ok(&host.pipe(&["detach", &c.pid_s()]));
+        let out = ok(&host.pipe(&[
+            "--host-shim",
+            "--ipvlan",
+            mode,
+            "phys0",
+            &c.pid_s(),
+            "10.89.0.2/24",
+        ]));
+        let shim = dlink(&host, "shim-phys0");
+        assert_eq!(shim["linkinfo"]["info_kind"], "ipvlan", "{mode}: {out}");
+        assert_eq!(shim["linkinfo"]["info_data"]["mode"], mode);
+        assert_eq!(shim["ifalias"], "pipe:shared");
+        assert!(
+            host_pings(&host, "10.89.0.2"),
+            "{mode}: host -> container through the shim: {}",
+            host.ip(&["-d", "neigh"])
+        );
+        assert!(c.ping("10.89.0.254"), "{mode}: container -> host");
+        let out = ok(&host.pipe(&["detach", &c.pid_s()]));
+        assert!(out.contains("shim-phys0"), "{mode}: {out}");
+        assert_eq!(
+            host.links(),
+            before,
+            "{mode}: detach leaves the host as before"
+        );
+    }
+    // l2: refused before any change (its siblings share the parent's MAC, so
+    // the container's ARP reply to the shim goes to the parent).
+    let (host, _lan) = host_with_lan();
+    let before = host.links();
+    let c = Container::new();
+    let o = host.pipe(&[
+        "--host-shim",
+        "--ipvlan",
+        "l2",
+        "phys0",
+        &c.pid_s(),
+        "10.89.0.2/24",
+    ]);
+    assert_fails(&o, 2, "not l2");
+    assert_eq!(host.links(), before);
+    assert_eq!(c.links(), ["lo"]);
+}

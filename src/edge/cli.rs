@@ -134,10 +134,11 @@ pub struct Cli {
     #[arg(long, conflicts_with = "macvlan_mode")]
     pub direct_phys: bool,
 
-    /// With a macvlan (bridge mode): let the host and the container reach each other through
-    /// a shared host-side macvlan on the parent (created once, tagged pipe:shared, removed
-    /// with its last user) and a /32 (/128) route to each of the container's addresses.
-    #[arg(long, conflicts_with_all = ["ipvlan", "direct_phys"])]
+    /// With a macvlan (bridge mode) or an ipvlan (l3, l3s): let the host and the container
+    /// reach each other through a shared host-side sibling on the parent (a macvlan, or an
+    /// ipvlan of the container's mode; created once, tagged pipe:shared, removed with its last
+    /// user) and a /32 (/128) route to each of the container's addresses.
+    #[arg(long, conflicts_with_all = ["direct_phys"])]
     pub host_shim: bool,
 
     /// Print the plan as equivalent ip commands and change nothing.

@@ -1,17 +1,21 @@
-//! `--host-shim`: a host-side macvlan (bridge mode, shared) on the parent and
+//! `--host-shim`: a host-side sibling of the container's link on the parent
+//! (a macvlan in bridge mode, or an ipvlan in the container's mode; shared) and
 //! a host route per container address through it, so the host reaches its own
-//! macvlan containers.
+//! macvlan and ipvlan containers (the kernel never delivers between a child
+//! and its parent).
 
 use super::*;
 
 impl Exec<'_> {
-    /// Create the shim macvlan `name` on `parent` (bridge mode, up, tagged
-    /// shared), or join it when it exists and is one. Returns its index.
+    /// Create the shim `name` on `parent` (a macvlan in bridge mode, or an
+    /// ipvlan of mode `ipvlan`; up, tagged shared), or join it when it exists
+    /// and is one. Returns its index.
     async fn ensure_shim(
         &mut self,
         name: &IfName,
         parent: &IfName,
         parent_index: u32,
+        ipvlan: Option<crate::domain::spec::IpvlanMode>,
         undo: &mut Vec<Undo>,
     ) -> Result<u32> {
         let l = NewLink {
@@ -19,16 +23,25 @@ impl Exec<'_> {
             up: true,
             ..Default::default()
         };
-        let created = match self
-            .host
-            .create_macvlan(&l, parent_index, crate::domain::spec::MacvlanMode::Bridge)
-            .await
-        {
+        let kind = if ipvlan.is_some() {
+            "ipvlan"
+        } else {
+            "macvlan"
+        };
+        let r = match ipvlan {
+            Some(m) => self.host.create_ipvlan(&l, parent_index, m).await,
+            None => {
+                self.host
+                    .create_macvlan(&l, parent_index, crate::domain::spec::MacvlanMode::Bridge)
+                    .await
+            }
+        };
+        let created = match r {
             Ok(()) => true,
             Err(c) if c.errno == 17 => false,
             Err(c) => {
                 return Err(Error::kernel(
-                    format!("creating the host shim {name} (macvlan on {parent})"),
+                    format!("creating the host shim {name} ({kind} on {parent})"),
                     c,
                 ));
             }
@@ -46,9 +59,9 @@ impl Exec<'_> {
             .await
             .map_err(|c| Error::kernel(format!("reading back {name}"), c))?
             .ok_or_else(|| Error::Refused(format!("{name} vanished after creation; try again")))?;
-        if d.link.kind.as_deref() != Some("macvlan") || d.parent != Some(parent_index) {
+        if d.link.kind.as_deref() != Some(kind) || d.parent != Some(parent_index) {
             return Err(Error::Refused(format!(
-                "{name} exists and is not a macvlan on {parent} (it is a {}); remove it or rename it, pipe uses that name for the host shim",
+                "{name} exists and is not a {kind} on {parent} (it is a {}); remove it or rename it, pipe uses that name for the host shim",
                 d.link.kind.as_deref().unwrap_or("device")
             )));
         }
@@ -71,6 +84,7 @@ impl Exec<'_> {
             name,
             parent,
             parent_index,
+            ipvlan,
         } = step
         else {
             unreachable!("dispatched by kind")
@@ -87,7 +101,9 @@ impl Exec<'_> {
                     .index
             }
         };
-        let index = self.ensure_shim(name, parent, parent_index, undo).await?;
+        let index = self
+            .ensure_shim(name, parent, parent_index, *ipvlan, undo)
+            .await?;
         self.host_index.insert(name.clone(), index);
         Ok(())
     }

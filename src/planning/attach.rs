@@ -219,13 +219,17 @@ pub enum Step {
         client: crate::domain::spec::DhcpClient,
         previous: Option<Route>,
     },
-    /// `--host-shim`: the shared host-side macvlan (bridge mode) `name` on the
-    /// container's parent, created up and tagged `pipe:shared`, or joined if it exists.
+    /// `--host-shim`: the shared host-side sibling `name` of the container's
+    /// link on its parent (a macvlan in bridge mode, or an ipvlan in the
+    /// container's mode), created up and tagged `pipe:shared`, or joined if it exists.
     EnsureShim {
         name: IfName,
         parent: IfName,
         /// `None`: the parent (a VLAN sub-interface) is created by an earlier step.
         parent_index: Option<u32>,
+        /// `Some`: the container's link is an ipvlan of this mode (a parent
+        /// carries macvlans or ipvlans, never both, and one ipvlan mode).
+        ipvlan: Option<IpvlanMode>,
     },
     /// `--host-shim`: the host's /32 (/128) route to a container address through the shim.
     ShimRoute {
@@ -827,8 +831,17 @@ impl Step {
                     _ => format!("{} {cmd}", ns.exec()),
                 }
             }
-            Step::EnsureShim { name, parent, .. } => format!(
-                "ip link add {name} link {parent} up type macvlan mode bridge && ip link set {name} alias pipe:shared (unless it exists)"
+            Step::EnsureShim {
+                name,
+                parent,
+                ipvlan,
+                ..
+            } => format!(
+                "ip link add {name} link {parent} up type {} && ip link set {name} alias pipe:shared (unless it exists)",
+                match ipvlan {
+                    Some(m) => format!("ipvlan mode {}", m.as_str()),
+                    None => "macvlan mode bridge".to_string(),
+                }
             ),
             Step::ShimRoute { shim, dst } => format!(
                 "ip route replace {dst}/{} dev {shim} scope link",
@@ -862,19 +875,31 @@ pub fn shim_name(parent: &IfName) -> IfName {
         .expect("a valid name")
 }
 
-/// `--host-shim` steps after the macvlan: the shim on the same parent, then a
-/// host route per address (added after the addresses, before the default route).
+/// `--host-shim` steps after the macvlan or ipvlan: the shim on the same
+/// parent, then a host route per address (added after the addresses, before
+/// the default route).
 fn plan_shim(spec: &AttachSpec, parent: &IfName, steps: &mut Vec<Step>) -> Result<()> {
-    let Some(parent_index) = steps.iter().find_map(|s| match s {
-        Step::CreateMacvlan { parent_index, .. } => Some(*parent_index),
+    let Some((parent_index, ipvlan)) = steps.iter().find_map(|s| match s {
+        Step::CreateMacvlan { parent_index, .. } => Some((*parent_index, None)),
+        Step::CreateIpvlan {
+            parent_index, mode, ..
+        } => Some((*parent_index, Some(*mode))),
         _ => None,
     }) else {
         return Err(Error::Usage(
-            "--host-shim is for a macvlan (HOST_IF not a bridge, without --ipvlan or --direct-phys); drop it"
+            "--host-shim is for a macvlan or ipvlan (HOST_IF not a bridge, without --direct-phys); drop it"
                 .into(),
         ));
     };
-    if spec.macvlan_mode != MacvlanMode::Bridge {
+    if ipvlan == Some(IpvlanMode::L2) {
+        // All l2 siblings share the parent's MAC: the container's ARP reply to
+        // the shim is delivered to the parent, and the shim never resolves it.
+        return Err(Error::Usage(format!(
+            "--host-shim works with --ipvlan l3 or l3s, not l2 (ipvlan l2 siblings share {parent}'s MAC, \
+             so the shim cannot resolve the container); use --ipvlan l3, or a macvlan (drop --ipvlan)"
+        )));
+    }
+    if ipvlan.is_none() && spec.macvlan_mode != MacvlanMode::Bridge {
         return Err(Error::Usage(format!(
             "--host-shim needs macvlan mode bridge (the shim and the container are siblings on {parent}), not {}; drop --macvlan-mode or --host-shim",
             spec.macvlan_mode.as_str()
@@ -891,6 +916,7 @@ fn plan_shim(spec: &AttachSpec, parent: &IfName, steps: &mut Vec<Step>) -> Resul
         name: name.clone(),
         parent: parent.clone(),
         parent_index,
+        ipvlan,
     });
     for a in addrs {
         steps.push(Step::ShimRoute {
@@ -1162,6 +1188,31 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("static"), "{e}");
+        // An ipvlan gets an ipvlan shim of its own mode (a parent never carries both kinds).
+        let mut iv = s.clone();
+        iv.ipvlan = Some(IpvlanMode::L3);
+        let p = plan(
+            &iv,
+            &facts(HostSide::Parent(link("eth0", None, 1500, true))),
+            ns(),
+        )
+        .unwrap();
+        assert!(p.steps.iter().any(|s| matches!(
+            s,
+            Step::EnsureShim {
+                ipvlan: Some(IpvlanMode::L3),
+                ..
+            }
+        )));
+        assert!(p.render().contains("type ipvlan mode l3"), "{}", p.render());
+        iv.ipvlan = Some(IpvlanMode::L2);
+        let e = plan(
+            &iv,
+            &facts(HostSide::Parent(link("eth0", None, 1500, true))),
+            ns(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("not l2"), "{e}");
         let mut vepa = s.clone();
         vepa.macvlan_mode = MacvlanMode::Vepa;
         assert!(

@@ -296,7 +296,7 @@ pub fn plan(
 
     // --host-shim: the shim's routes follow the addresses (a shim asked for the
     // first time gets a route to each).
-    if spec.host_shim && kind == "macvlan" {
+    if spec.host_shim && (kind == "macvlan" || kind == "ipvlan") {
         let had = ex.record.as_ref().and_then(|r| r.shim()).is_some();
         let shim = crate::planning::attach::shim_name(&host_if);
         let mut more = Vec::new();
@@ -324,6 +324,7 @@ pub fn plan(
                 name: shim,
                 parent: host_if.clone(),
                 parent_index: None,
+                ipvlan: spec.ipvlan,
             });
             steps.extend(more);
         }
