@@ -6,80 +6,17 @@
 mod common;
 
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
 use common::*;
 
-/// A host namespace plus a private state directory, both removed on drop.
-struct Host {
-    ns: Ns,
-    state: String,
-}
-
+/// What these tests read back from a `Host` (one per test, prefix "ch"): the
+/// records directory after killed writers, a container's record, the host's links.
 impl Host {
-    fn new() -> Host {
-        let ns = Ns::new("ch");
-        let state = format!("/tmp/pipe-test-state-{}", ns.name);
-        Host { ns, state }
-    }
-
-    fn cmd(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
-        let mut c = Command::new("nsenter");
-        c.arg(format!("--net={}", self.ns.path()))
-            .arg(BIN)
-            .args(args)
-            .env("PIPE_STATE_DIR", &self.state)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (k, v) in env {
-            c.env(k, v);
-        }
-        c
-    }
-
-    fn pipe(&self, args: &[&str]) -> Output {
-        self.pipe_env(args, &[])
-    }
-
-    fn pipe_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        run(&mut self.cmd(args, env))
-    }
-
-    /// Start `pipe ARGS` (nsenter execs pipe: the child's PID is pipe's).
-    fn spawn(&self, args: &[&str], env: &[(&str, &str)]) -> Child {
-        self.cmd(args, env)
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawning pipe {args:?}: {e}"))
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.pipe(args);
-        assert!(
-            o.status.success(),
-            "pipe {args:?}: {}{}",
-            stdout(&o),
-            stderr(&o)
-        );
-        stdout(&o)
-    }
-
-    fn list(&self, sub: &str) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(format!("{}/{sub}", self.state))
-            .map(|rd| {
-                rd.flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
-        v.sort();
-        v
-    }
-
     /// Record files, without temporary files of killed writers.
-    fn records(&self) -> Vec<String> {
-        self.list("attachments")
+    fn records_no_tmp(&self) -> Vec<String> {
+        self.records()
             .into_iter()
             .filter(|n| !n.ends_with(".tmp"))
             .collect()
@@ -87,7 +24,7 @@ impl Host {
 
     /// Temporary files a killed writer left in the records directory.
     fn tmp_files(&self) -> Vec<String> {
-        self.list("attachments")
+        self.records()
             .into_iter()
             .filter(|n| n.ends_with(".tmp"))
             .collect()
@@ -95,7 +32,7 @@ impl Host {
 
     /// Records that are pending (an attach in progress or killed).
     fn pending(&self) -> Vec<String> {
-        self.records()
+        self.records_no_tmp()
             .into_iter()
             .filter(|n| {
                 let p = format!("{}/attachments/{n}", self.state);
@@ -142,12 +79,6 @@ impl Host {
 
     fn ports(&self, br: &str) -> Vec<String> {
         link_names(&self.ns.ipj(&["link", "show", "master", br]))
-    }
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.state);
     }
 }
 
@@ -308,7 +239,7 @@ fn with_default_route(c: &Container) {
 #[test]
 fn hundred_parallel_attaches_to_one_missing_bridge() {
     const N: usize = 100;
-    let h = Host::new();
+    let h = Host::new("ch");
     let host_before = h.link_view();
     let br = unique("br");
     let cs: Vec<Container> = (0..N).map(|_| Container::new()).collect();
@@ -338,7 +269,7 @@ fn hundred_parallel_attaches_to_one_missing_bridge() {
     let mut want: Vec<String> = cs.iter().map(veth_of).collect();
     want.sort();
     assert_eq!(ports, want);
-    assert_eq!(h.records().len(), N, "{:?}", h.records());
+    assert_eq!(h.records_no_tmp().len(), N, "{:?}", h.records_no_tmp());
     for (i, c) in cs.iter().enumerate().step_by(9) {
         assert_joined(&h, c, &br, &addr(i), "after parallel attach");
     }
@@ -364,14 +295,14 @@ fn hundred_parallel_attaches_to_one_missing_bridge() {
         "{} detaches failed: {failed:#?}",
         failed.len()
     );
-    assert!(h.records().is_empty(), "{:?}", h.records());
+    assert!(h.records_no_tmp().is_empty(), "{:?}", h.records_no_tmp());
     for c in &cs {
         assert_eq!(c.links(), ["lo"], "container {} keeps links", c.pid);
         assert!(
             c.netns_link().symlink_metadata().is_err(),
             "/var/run/netns/{} left after its detach exited 0; markers {:?}",
             c.pid,
-            h.list("netns")
+            h.files("netns")
         );
     }
     let left = h.link_view();
@@ -513,7 +444,7 @@ fn creator_round(
 
 #[test]
 fn failing_creator_never_tears_the_bridge_from_joiners() {
-    let h = Host::new();
+    let h = Host::new("ch");
     let probe = Container::new();
     let br = unique("br");
     let plan = h.ok(&["-n", &br, &probe.pid_s(), "10.91.0.2/16"]);
@@ -550,7 +481,7 @@ fn failing_creator_never_tears_the_bridge_from_joiners() {
 
 #[test]
 fn attach_and_detach_race_ends_consistent() {
-    let h = Host::new();
+    let h = Host::new("ch");
     let c = Container::new();
     let host_before = h.link_view();
     let guest_before = c.links();
@@ -599,15 +530,19 @@ fn attach_and_detach_race_ends_consistent() {
         // Nothing left: no link, no record, no bridge, no netns link.
         assert_eq!(h.link_view(), host_before, "{ctx}: host links left");
         assert_eq!(c.links(), guest_before, "{ctx}: container links left");
-        assert!(h.records().is_empty(), "{ctx}: records {:?}", h.records());
+        assert!(
+            h.records_no_tmp().is_empty(),
+            "{ctx}: records {:?}",
+            h.records_no_tmp()
+        );
         assert!(
             c.netns_link().symlink_metadata().is_err(),
             "{ctx}: /var/run/netns/{pid} left"
         );
         assert!(
-            h.list("netns").is_empty(),
+            h.files("netns").is_empty(),
             "{ctx}: markers {:?}",
-            h.list("netns")
+            h.files("netns")
         );
     }
     eprintln!(
@@ -639,8 +574,8 @@ fn snapshot(h: &Host, cs: &[&Container]) -> Snapshot {
                 )
             })
             .collect(),
-        records: h.list("attachments"),
-        markers: h.list("netns"),
+        records: h.records(),
+        markers: h.files("netns"),
         netns_links: cs
             .iter()
             .map(|c| c.netns_link().symlink_metadata().is_ok())
@@ -695,9 +630,13 @@ fn kill_gc_round(
     let kid = h.spawn(args, &[]);
     let (killed, _) = kill_after(kid, d, &format!("pipe {args:?}"));
     // A run killed after it committed its record has finished: undo it.
-    let committed = !h.records().is_empty() && h.pending().is_empty();
+    let committed = !h.records_no_tmp().is_empty() && h.pending().is_empty();
     let pending = !h.pending().is_empty();
-    let left = format!("records {:?}, pending {:?}", h.records(), h.pending());
+    let left = format!(
+        "records {:?}, pending {:?}",
+        h.records_no_tmp(),
+        h.pending()
+    );
     if !killed || committed {
         h.ok(&["detach", undo_pid]);
     }
@@ -721,7 +660,7 @@ fn kill_gc_round(
 #[test]
 fn sigkill_at_random_points_then_gc_restores_the_host() {
     const KILLS: usize = 220;
-    let h = Host::new();
+    let h = Host::new("ch");
     let mut rng = Rng::new("sigkill_at_random_points_then_gc_restores_the_host");
     let (a, b, c) = (Container::new(), Container::new(), Container::new());
     with_default_route(&a);
@@ -804,14 +743,18 @@ fn kill_until_pending(h: &Host, rng: &mut Rng, args: &[&str], c: &Container) -> 
             None => {}
         }
         h.gc();
-        assert!(h.records().is_empty(), "gc left {:?}", h.records());
+        assert!(
+            h.records_no_tmp().is_empty(),
+            "gc left {:?}",
+            h.records_no_tmp()
+        );
     }
     panic!("400 kills of pipe {args:?} never left a pending record");
 }
 
 #[test]
 fn rerun_and_detach_recover_a_killed_attach() {
-    let h = Host::new();
+    let h = Host::new("ch");
     let mut rng = Rng::new("rerun_and_detach_recover_a_killed_attach");
     let c = Container::new();
     with_default_route(&c);
@@ -855,7 +798,7 @@ fn rerun_round(h: &Host, rng: &mut Rng, c: &Container, br: &str, round: usize) {
     assert_eq!(h.ports(br), [veth_of(c)]);
     let rec = h.record(c, "eth1").expect("record");
     assert!(rec["pending"].is_null(), "{rec}");
-    assert_eq!(h.records(), [c.record("eth1")]);
+    assert_eq!(h.records_no_tmp(), [c.record("eth1")]);
     // And it works: the host reaches the container across the bridge.
     h.ns.ip(&["addr", "add", "10.95.0.1/24", "dev", br]);
     assert!(c.ping("10.95.0.1"), "eth1 does not reach the bridge");
@@ -902,8 +845,8 @@ fn detach_round(h: &Host, rng: &mut Rng, c: &Container, br: &str, round: usize) 
     assert_eq!(h.link_view(), b.host, "host links left");
     assert_eq!(link_view(&c.ipj(&["link", "show"])), b.guest);
     assert_eq!(c.routes(), b.routes, "default route not restored");
-    assert!(h.records().is_empty(), "{:?}", h.records());
-    assert!(h.list("netns").is_empty(), "{:?}", h.list("netns"));
+    assert!(h.records_no_tmp().is_empty(), "{:?}", h.records_no_tmp());
+    assert!(h.files("netns").is_empty(), "{:?}", h.files("netns"));
     assert!(c.netns_link().symlink_metadata().is_err());
     gc_removes_tmp(h, round);
 }

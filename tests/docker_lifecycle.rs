@@ -183,13 +183,7 @@ impl Daemon {
                 ("PIPE_STATE_DIR", &self.state_dir()),
             ],
         );
-        assert!(
-            o.status.success(),
-            "pipe {args:?}: {}{}",
-            stdout(&o),
-            stderr(&o)
-        );
-        stdout(&o)
+        pipe_ok(args, &o)
     }
 
     fn watch(&self, file: &str) -> Watch {

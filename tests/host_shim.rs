@@ -7,61 +7,35 @@ mod common;
 
 use common::*;
 
+/// A host ("shh") whose "physical" NIC `parent` (10.74.0.1/24) is a veth to
+/// a LAN namespace ("shl").
 struct Lan {
-    host: Ns,
-    _lan: Ns,
+    h: Host,
     parent: String,
-    state: String,
+}
+
+impl std::ops::Deref for Lan {
+    type Target = Host;
+    fn deref(&self) -> &Host {
+        &self.h
+    }
 }
 
 impl Lan {
-    /// A host namespace whose "physical" NIC `parent` (10.74.0.1/24) is a veth
-    /// to a LAN namespace.
     fn new() -> Lan {
-        let host = Ns::new("shh");
-        let lan = Ns::new("shl");
         let parent = unique("up");
-        let peer = unique("ln");
-        host.ip(&[
-            "link", "add", &parent, "type", "veth", "peer", "name", &peer, "netns", &lan.name,
-        ]);
-        host.ip(&["addr", "add", "10.74.0.1/24", "dev", &parent]);
-        host.ip(&["link", "set", &parent, "up"]);
-        lan.ip(&["link", "set", &peer, "up"]);
-        let state = format!("/tmp/pipe-test-state-{}", host.name);
-        Lan {
-            host,
-            _lan: lan,
-            parent,
-            state,
-        }
-    }
-
-    fn pipe(&self, args: &[&str]) -> std::process::Output {
-        self.host.pipe_env(args, &[("PIPE_STATE_DIR", &self.state)])
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.pipe(args);
-        assert!(
-            o.status.success(),
-            "pipe {args:?}: {}{}",
-            stdout(&o),
-            stderr(&o)
-        );
-        stdout(&o)
+        let h = Host::new("shh").with_lan("shl", &parent);
+        h.ns.ip(&["addr", "add", "10.74.0.1/24", "dev", &parent]);
+        Lan { h, parent }
     }
 
     fn host_pings(&self, addr: &str) -> bool {
-        self.host
-            .exec(&["ping", "-c1", "-W1", addr])
-            .status
-            .success()
+        self.ns.exec(&["ping", "-c1", "-W1", addr]).status.success()
     }
 
     /// Host links tagged pipe:shared that are macvlans on the parent.
     fn shims(&self) -> Vec<String> {
-        let v = self.host.ipj(&["-d", "link", "show"]);
+        let v = self.ns.ipj(&["-d", "link", "show"]);
         v.as_array()
             .unwrap()
             .iter()
@@ -75,20 +49,14 @@ impl Lan {
     }
 
     fn routes(&self) -> String {
-        self.host.ip(&["route", "show"])
-    }
-}
-
-impl Drop for Lan {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.state);
+        self.ns.ip(&["route", "show"])
     }
 }
 
 #[test]
 fn host_and_macvlan_container_reach_each_other_only_with_the_shim() {
     let l = Lan::new();
-    let before = l.host.links();
+    let before = l.ns.links();
     let c1 = Container::new();
     let c2 = Container::new();
 
@@ -159,13 +127,13 @@ fn host_and_macvlan_container_reach_each_other_only_with_the_shim() {
     assert!(out.contains(&shim), "{out}");
     assert!(l.shims().is_empty());
     assert!(!l.routes().contains(&shim), "{}", l.routes());
-    assert_eq!(l.host.links(), before);
+    assert_eq!(l.ns.links(), before);
 }
 
 #[test]
 fn failed_attach_with_shim_leaves_nothing_and_gc_collects_the_dead() {
     let l = Lan::new();
-    let before = l.host.links();
+    let before = l.ns.links();
     let routes_before = l.routes();
     let c = Container::new();
     let args = ["--host-shim", &l.parent, &c.pid_s(), "10.74.0.5/24"];
@@ -179,15 +147,9 @@ fn failed_attach_with_shim_leaves_nothing_and_gc_collects_the_dead() {
         .position(|s| s.contains("ip route replace 10.74.0.5/32"))
         .unwrap_or_else(|| panic!("no shim route in {plan}"))
         + 1;
-    let o = l.host.pipe_env(
-        &args,
-        &[
-            ("PIPE_STATE_DIR", &l.state),
-            ("PIPE_FAIL_AFTER", &n.to_string()),
-        ],
-    );
+    let o = l.pipe_env(&args, &[("PIPE_FAIL_AFTER", &n.to_string())]);
     assert_fails(&o, 1, "failure injected");
-    assert_eq!(l.host.links(), before, "rollback left links");
+    assert_eq!(l.ns.links(), before, "rollback left links");
     assert_eq!(l.routes(), routes_before);
     assert!(c.links().iter().all(|n| n == "lo"), "{:?}", c.links());
 
@@ -207,5 +169,5 @@ fn failed_attach_with_shim_leaves_nothing_and_gc_collects_the_dead() {
     let out = l.ok(&["gc"]);
     assert!(l.shims().is_empty(), "gc left the shim: {out}");
     assert_eq!(l.routes(), routes_before, "{out}");
-    assert_eq!(l.host.links(), before);
+    assert_eq!(l.ns.links(), before);
 }

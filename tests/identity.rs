@@ -9,53 +9,6 @@ use std::process::{Child, Command, Stdio};
 
 use common::*;
 
-/// A test host namespace with its own state dir.
-struct Host {
-    ns: Ns,
-    state: String,
-}
-
-impl Host {
-    fn new() -> Host {
-        let ns = Ns::new("ih");
-        let state = format!("/tmp/pipe-test-state-{}", ns.name);
-        Host { ns, state }
-    }
-
-    fn pipe(&self, args: &[&str]) -> std::process::Output {
-        self.ns.pipe_env(args, &[("PIPE_STATE_DIR", &self.state)])
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.pipe(args);
-        assert!(
-            o.status.success(),
-            "pipe {args:?}: {}{}",
-            stdout(&o),
-            stderr(&o)
-        );
-        stdout(&o)
-    }
-
-    fn records(&self) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(format!("{}/attachments", self.state))
-            .map(|rd| {
-                rd.flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
-        v.sort();
-        v
-    }
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.state);
-    }
-}
-
 /// A process living in a named namespace (`ip netns exec NAME sleep`).
 struct Sleeper(Child);
 
@@ -94,7 +47,7 @@ fn eth1_addrs(ns: &Ns) -> Vec<String> {
 #[test]
 fn a_named_netns_survives_gc() {
     // `ip netns add blue`: a bind-mounted namespace with no process in it.
-    let h = Host::new();
+    let h = Host::new("ih");
     let blue = Ns::new("blue");
     let br = unique("br");
     h.ok(&[&br, &blue.path(), "10.71.0.2/24"]);
@@ -114,7 +67,7 @@ fn a_named_netns_survives_gc() {
 
 #[test]
 fn pid_path_and_name_of_one_namespace_are_one_attachment() {
-    let h = Host::new();
+    let h = Host::new("ih");
     let g = Ns::new("g");
     let s = Sleeper::in_ns(&g);
     // Wait until the sleeper is in the namespace.
@@ -160,7 +113,7 @@ fn pid_path_and_name_of_one_namespace_are_one_attachment() {
 fn a_reused_host_end_name_belongs_to_the_new_attachment() {
     // A dead container's record names host end X; a new attach reuses -l X:
     // neither gc nor a detach of the dead one may delete the live X.
-    let h = Host::new();
+    let h = Host::new("ih");
     let br = unique("br");
     let x = unique("hx");
     let mut a = Container::new();
@@ -230,7 +183,7 @@ fn record_body(ifname: &str, extra: serde_json::Value) -> serde_json::Value {
 
 #[test]
 fn tampered_and_planted_state_is_refused_untouched() {
-    let h = Host::new();
+    let h = Host::new("ih");
     // Victims: links and files a forged record names.
     h.ns.ip(&["link", "add", "victim0", "type", "bridge"]);
     h.ns.ip(&[
@@ -326,7 +279,7 @@ fn tampered_and_planted_state_is_refused_untouched() {
 
 #[test]
 fn state_is_private_whatever_the_umask_and_symlinks_are_not_followed() {
-    let h = Host::new();
+    let h = Host::new("ih");
     let c = Container::new();
     let br = unique("br");
     // umask 000, as a careless init system might leave it.
@@ -344,7 +297,7 @@ fn state_is_private_whatever_the_umask_and_symlinks_are_not_followed() {
     assert_eq!(std::fs::metadata(&rec).unwrap().uid(), 0);
 
     // A state dir whose attachments/ is a symlink elsewhere: refused, nothing written there.
-    let h2 = Host::new();
+    let h2 = Host::new("ih");
     let elsewhere = format!("{}-elsewhere", h2.state);
     std::fs::create_dir_all(&elsewhere).unwrap();
     std::fs::create_dir_all(&h2.state).unwrap();

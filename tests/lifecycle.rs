@@ -9,53 +9,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// A host namespace plus a private state directory, both removed on drop.
-struct Host {
-    ns: Ns,
-    state: String,
-}
-
-impl Host {
-    fn new() -> Host {
-        let ns = Ns::new("lh");
-        let state = format!("/tmp/pipe-test-state-{}", ns.name);
-        Host { ns, state }
-    }
-
-    fn pipe(&self, args: &[&str]) -> std::process::Output {
-        self.ns.pipe_env(args, &[("PIPE_STATE_DIR", &self.state)])
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.pipe(args);
-        assert!(
-            o.status.success(),
-            "pipe {args:?}: {}{}",
-            stdout(&o),
-            stderr(&o)
-        );
-        stdout(&o)
-    }
-
-    fn records(&self) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(format!("{}/attachments", self.state))
-            .map(|rd| {
-                rd.flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
-        v.sort();
-        v
-    }
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.state);
-    }
-}
-
 /// Give a stand-in container an interface and a default route of its own, as
 /// Docker's eth0 would be: `pre0` at 10.50.0.2/24, default via 10.50.0.1.
 fn with_default_route(c: &Container) {
@@ -81,7 +34,7 @@ fn inet_addrs(c: &Container, dev: &str) -> Vec<String> {
 
 #[test]
 fn attach_then_detach_restores_route_and_links() {
-    let h = Host::new();
+    let h = Host::new("lh");
     let c = Container::new();
     with_default_route(&c);
     let host_before = h.ns.links();
@@ -117,7 +70,7 @@ fn attach_then_detach_restores_route_and_links() {
 
 #[test]
 fn detach_keeps_a_bridge_pipe_did_not_create_and_one_still_in_use() {
-    let h = Host::new();
+    let h = Host::new("lh");
     let (a, b) = (Container::new(), Container::new());
     h.ns.ip(&["link", "add", "brmine", "type", "bridge"]);
     h.ok(&["brmine", &a.pid_s(), "10.62.0.2/24"]);
@@ -135,7 +88,7 @@ fn detach_keeps_a_bridge_pipe_did_not_create_and_one_still_in_use() {
 
 #[test]
 fn same_attach_twice_is_a_noop() {
-    let h = Host::new();
+    let h = Host::new("lh");
     let c = Container::new();
     let br = unique("br");
     let args = [br.as_str(), &c.pid_s(), "10.63.0.2/24@10.63.0.1"];
@@ -159,7 +112,7 @@ fn same_attach_twice_is_a_noop() {
 
 #[test]
 fn rerun_with_another_address_replaces_it() {
-    let h = Host::new();
+    let h = Host::new("lh");
     let c = Container::new();
     let br = unique("br");
     h.ok(&[&br, &c.pid_s(), "10.64.0.2/24@10.64.0.1"]);
@@ -184,7 +137,7 @@ fn rerun_with_another_address_replaces_it() {
 
 #[test]
 fn rerun_on_another_bridge_is_refused() {
-    let h = Host::new();
+    let h = Host::new("lh");
     let c = Container::new();
     let (br, br2) = (unique("br"), unique("br"));
     h.ns.ip(&["link", "add", &br2, "type", "bridge"]);
@@ -199,7 +152,7 @@ fn rerun_on_another_bridge_is_refused() {
 
 #[test]
 fn detach_refuses_foreign_interfaces_without_force() {
-    let h = Host::new();
+    let h = Host::new("lh");
     let c = Container::new();
     c.ip(&["link", "add", "eth1", "type", "veth", "peer", "name", "x1"]);
     let o = h.pipe(&["detach", &c.pid_s()]);
@@ -217,7 +170,7 @@ fn wait_succeeds_once_attached_v4_and_v6() {
         ("10.66.0.2/24", "10.66.0.2/24"),
         ("2001:db8:66::2/64", "2001:db8:66::2/64"),
     ] {
-        let h = Host::new();
+        let h = Host::new("lh");
         let c = Container::new();
         let waiter = Command::new("nsenter")
             .arg(format!("--net={}", c.ns_path()))
@@ -387,7 +340,7 @@ fn wait_does_not_count_tentative_ipv6() {
 
 #[test]
 fn gc_after_containers_were_killed() {
-    let h = Host::new();
+    let h = Host::new("lh");
     let (mut a, b) = (Container::new(), Container::new());
     let br = unique("br");
     h.ok(&[&br, &a.pid_s(), "10.67.0.2/24"]);
@@ -431,7 +384,7 @@ fn gc_after_containers_were_killed() {
 
 #[test]
 fn detach_of_a_dead_container_cleans_up_from_the_record() {
-    let h = Host::new();
+    let h = Host::new("lh");
     let mut c = Container::new();
     let br = unique("br");
     let before = h.ns.links();
@@ -447,7 +400,7 @@ fn detach_of_a_dead_container_cleans_up_from_the_record() {
 
 #[test]
 fn state_dir_option_is_used() {
-    let h = Host::new();
+    let h = Host::new("lh");
     let c = Container::new();
     let dir = format!("{}-opt", h.state);
     let br = unique("br");
@@ -462,7 +415,7 @@ fn state_dir_option_is_used() {
 fn gc_removes_unused_shared_links_pipe_tagged_only() {
     // Stands in for an 802.1Q sub-interface pipe created (this kernel has no VLAN):
     // any host link tagged pipe:shared that no record names is garbage.
-    let h = Host::new();
+    let h = Host::new("lh");
     h.ns.ip(&["link", "add", "shx", "type", "veth", "peer", "name", "shy"]);
     h.ns.ip(&["link", "set", "shx", "alias", "pipe:shared"]);
     h.ns.ip(&["link", "add", "brkeep", "type", "bridge"]);

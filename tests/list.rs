@@ -9,40 +9,13 @@ use std::process::{Command, Stdio};
 
 use common::*;
 
-struct Host {
-    ns: Ns,
-    state: String,
+/// Each test's host ("lsh") has no Docker: DOCKER_HOST leads nowhere.
+fn host() -> Host {
+    Host::new("lsh").with_env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
 }
 
 impl Host {
-    fn new() -> Host {
-        let ns = Ns::new("lsh");
-        let state = format!("/tmp/pipe-test-state-{}", ns.name);
-        Host { ns, state }
-    }
-
-    fn pipe(&self, args: &[&str]) -> std::process::Output {
-        // No Docker here: DOCKER_HOST leads nowhere.
-        self.ns.pipe_env(
-            args,
-            &[
-                ("PIPE_STATE_DIR", &self.state),
-                ("DOCKER_HOST", "unix:///nonexistent/docker.sock"),
-            ],
-        )
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.pipe(args);
-        assert!(
-            o.status.success(),
-            "pipe {args:?}: {}{}",
-            stdout(&o),
-            stderr(&o)
-        );
-        stdout(&o)
-    }
-
+    /// `pipe list --json ARGS`, parsed.
     fn list(&self, args: &[&str]) -> Vec<serde_json::Value> {
         let mut a = vec!["list", "--json"];
         a.extend_from_slice(args);
@@ -55,12 +28,6 @@ impl Host {
     }
 }
 
-impl Drop for Host {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.state);
-    }
-}
-
 fn row<'a>(rows: &'a [serde_json::Value], ifname: &str) -> &'a serde_json::Value {
     rows.iter()
         .find(|r| r["ifname"] == ifname)
@@ -69,7 +36,7 @@ fn row<'a>(rows: &'a [serde_json::Value], ifname: &str) -> &'a serde_json::Value
 
 #[test]
 fn live_then_drifted_then_stale() {
-    let h = Host::new();
+    let h = host();
     let mut c = Container::new();
     let br = unique("br");
     let parent = unique("up");
@@ -205,7 +172,7 @@ fn live_then_drifted_then_stale() {
 
 #[test]
 fn container_names_without_docker_are_listed_and_named_as_unchecked() {
-    let h = Host::new();
+    let h = host();
     // A named namespace, attached by name, whose name then goes away while a
     // process keeps the namespace alive: its label can only be a Docker name now.
     let n = Ns::new("lsw");

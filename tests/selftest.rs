@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::process::Command;
 
-use common::{BIN, Ns, must, require_root, run};
+use common::{BIN, Ns, dir_names, must, require_root, run};
 
 const PREFIX: &str = "pipe-selftest-";
 
@@ -15,7 +15,7 @@ const PREFIX: &str = "pipe-selftest-";
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 #[derive(Debug, PartialEq, Eq)]
-struct Host {
+struct Snapshot {
     /// (ifindex, name, mtu, flags, address, master) of every root-namespace link.
     links: BTreeSet<String>,
     netns_list: BTreeSet<String>,
@@ -24,17 +24,7 @@ struct Host {
     run_dirs: BTreeSet<String>,
 }
 
-fn dir_names(d: &str) -> BTreeSet<String> {
-    std::fs::read_dir(d)
-        .map(|rd| {
-            rd.flatten()
-                .filter_map(|e| e.file_name().into_string().ok())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn host() -> Host {
+fn snapshot() -> Snapshot {
     let v: serde_json::Value =
         serde_json::from_str(&must(Command::new("ip").args(["-j", "link", "show"]))).unwrap();
     let links = v
@@ -52,10 +42,10 @@ fn host() -> Host {
         .lines()
         .filter_map(|l| l.split_whitespace().next().map(str::to_string))
         .collect();
-    Host {
+    Snapshot {
         links,
         netns_list,
-        run_netns: dir_names("/var/run/netns"),
+        run_netns: dir_names("/var/run/netns").into_iter().collect(),
         run_dirs: dir_names("/run")
             .into_iter()
             .filter(|n| n.starts_with(PREFIX))
@@ -63,7 +53,7 @@ fn host() -> Host {
     }
 }
 
-fn assert_same(before: &Host, after: &Host, what: &str) {
+fn assert_same(before: &Snapshot, after: &Snapshot, what: &str) {
     let diff = |a: &BTreeSet<String>, b: &BTreeSet<String>| {
         (
             a.difference(b).cloned().collect::<Vec<_>>(),
@@ -144,9 +134,9 @@ fn selftest_passes_and_leaves_the_host_as_it_was() {
     require_root();
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
 
-    let before = host();
+    let before = snapshot();
     let (ok, out, err) = selftest(&[]);
-    let after = host();
+    let after = snapshot();
     assert!(ok, "pipe selftest failed:\n{out}{err}");
     assert!(err.is_empty(), "selftest wrote to stderr: {err}");
     check_lines(&out);
@@ -155,9 +145,9 @@ fn selftest_passes_and_leaves_the_host_as_it_was() {
     }
     assert_same(&before, &after, "pipe selftest");
 
-    let before = host();
+    let before = snapshot();
     let (ok, out, err) = selftest(&["--json"]);
-    let after = host();
+    let after = snapshot();
     assert!(ok, "pipe selftest --json failed:\n{out}{err}");
     let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
     assert_eq!(v["ok"], true, "{v}");
@@ -201,7 +191,7 @@ fn keep_leaves_the_attachments_and_clean_removes_only_leftovers() {
         name: stale.clone(),
     };
 
-    let mut before = host();
+    let mut before = snapshot();
     let (ok, out, err) = selftest(&["--keep"]);
     assert!(ok, "pipe selftest --keep failed:\n{out}{err}");
     check_lines(&out);
@@ -221,7 +211,7 @@ fn keep_leaves_the_attachments_and_clean_removes_only_leftovers() {
     assert_eq!(kept.len(), 4, "{kept_line}");
     assert!(out.contains("ip netns exec "), "{out}");
     assert!(out.contains("pipe selftest --clean"), "{out}");
-    let mid = host();
+    let mid = snapshot();
     for n in &kept {
         assert!(mid.netns_list.contains(n), "{n} is not in ip netns list");
     }
@@ -254,7 +244,7 @@ fn keep_leaves_the_attachments_and_clean_removes_only_leftovers() {
         out.contains(&format!("removed /var/run/netns/{stale}\n")),
         "{out}"
     );
-    let after = host();
+    let after = snapshot();
     assert!(after.netns_list.contains(&decoy), "--clean removed {decoy}");
     before.netns_list.remove(&stale);
     before.run_netns.remove(&stale);

@@ -7,46 +7,11 @@ mod common;
 
 use common::*;
 
-/// A host namespace whose eth0 is a veth to a "LAN" namespace, and a private state dir.
-struct Host {
-    ns: Ns,
-    _lan: Ns,
-    state: String,
-}
-
-impl Host {
-    fn new() -> Host {
-        let ns = Ns::new("vd");
-        let lan = Ns::new("vl");
-        ns.ip(&[
-            "link", "add", "eth0", "type", "veth", "peer", "name", "lan0", "netns", &lan.name,
-        ]);
-        ns.ip(&["link", "set", "eth0", "up"]);
-        let state = format!("/tmp/pipe-vm-state-{}", ns.name);
-        Host {
-            ns,
-            _lan: lan,
-            state,
-        }
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.ns.pipe_env(args, &[("PIPE_STATE_DIR", &self.state)]);
-        assert!(o.status.success(), "pipe {args:?}: {}", stderr(&o));
-        stdout(&o)
-    }
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.state);
-    }
-}
-
 #[test]
 #[ignore = "runs inside the QEMU VM tier: tests/vm/run.sh"]
 fn vm_detach_and_gc_remove_vlan_subinterfaces_pipe_created() {
-    let h = Host::new();
+    // A host whose eth0 is a veth to a LAN namespace.
+    let h = Host::new("vd").with_lan("vl", "eth0");
     let before = h.ns.links();
     let (a, b) = (Container::new(), Container::new());
     h.ok(&["eth0", &a.pid_s(), "10.1.0.2/24", "@100"]);

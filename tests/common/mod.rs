@@ -120,6 +120,132 @@ impl Drop for Ns {
     }
 }
 
+/// A test host: a network namespace of its own plus a private state directory
+/// (PIPE_STATE_DIR), so tests run in parallel. The directory is removed on
+/// drop, then the namespace (and the LAN namespace of `with_lan`).
+pub struct Host {
+    pub ns: Ns,
+    pub state: String,
+    /// Set on every `pipe` run besides PIPE_STATE_DIR (see `with_env`).
+    env: Vec<(String, String)>,
+    /// The LAN namespace behind the NIC of `with_lan`: it lives as long as the host.
+    lan: Option<Ns>,
+}
+
+impl Host {
+    /// A host namespace named from `prefix` (see `unique`) and its state dir.
+    pub fn new(prefix: &str) -> Host {
+        let ns = Ns::new(prefix);
+        let state = format!("/tmp/pipe-test-state-{}", ns.name);
+        Host {
+            ns,
+            state,
+            env: Vec::new(),
+            lan: None,
+        }
+    }
+
+    /// Every `pipe` run also gets `key=value` (e.g. a DOCKER_HOST that leads nowhere).
+    pub fn with_env(mut self, key: &str, value: &str) -> Host {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// Give the host a "physical" NIC `parent`, up: a veth whose peer is up in a
+    /// LAN namespace named from `lan_prefix`.
+    pub fn with_lan(mut self, lan_prefix: &str, parent: &str) -> Host {
+        let lan = Ns::new(lan_prefix);
+        let peer = unique("ln");
+        self.ns.ip(&[
+            "link", "add", parent, "type", "veth", "peer", "name", &peer, "netns", &lan.name,
+        ]);
+        self.ns.ip(&["link", "set", parent, "up"]);
+        lan.ip(&["link", "set", &peer, "up"]);
+        self.lan = Some(lan);
+        self
+    }
+
+    /// `pipe ARGS` in the host namespace with the host's state dir and
+    /// environment plus `env`, its output captured.
+    pub fn cmd(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net={}", self.ns.path()))
+            .arg(BIN)
+            .args(args)
+            .env("PIPE_STATE_DIR", &self.state)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c
+    }
+
+    pub fn pipe(&self, args: &[&str]) -> Output {
+        self.pipe_env(args, &[])
+    }
+
+    pub fn pipe_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        run(&mut self.cmd(args, env))
+    }
+
+    /// Start `pipe ARGS` (nsenter execs pipe: the child's PID is pipe's).
+    pub fn spawn(&self, args: &[&str], env: &[(&str, &str)]) -> Child {
+        self.cmd(args, env)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning pipe {args:?}: {e}"))
+    }
+
+    /// `pipe ARGS`, which must succeed: its stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        pipe_ok(args, &self.pipe(args))
+    }
+
+    /// File names in the state dir's `sub` directory, sorted (none if it is missing).
+    pub fn files(&self, sub: &str) -> Vec<String> {
+        dir_names(&format!("{}/{sub}", self.state))
+    }
+
+    /// Every file in the records directory, temporary files included.
+    pub fn records(&self) -> Vec<String> {
+        self.files("attachments")
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.state);
+    }
+}
+
+/// The stdout of `pipe ARGS` that ran as `o`, asserting it succeeded.
+pub fn pipe_ok(args: &[&str], o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "pipe {args:?}: {}{}",
+        stdout(o),
+        stderr(o)
+    );
+    stdout(o)
+}
+
+/// The names in directory `d`, sorted (none if it is missing).
+pub fn dir_names(d: &str) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(d)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
 pub fn link_names(v: &serde_json::Value) -> Vec<String> {
     let mut names: Vec<String> = v
         .as_array()
