@@ -29,6 +29,19 @@ fn vm_selftest_runs_802_1q_and_ipvlan() {
             "{s}: no ping"
         );
     }
+    // The human form too, shown with --nocapture (the README quotes it).
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_pipe"))
+        .arg("selftest")
+        .output()
+        .expect("running pipe selftest");
+    let text = String::from_utf8_lossy(&o.stdout);
+    println!("{text}");
+    assert!(
+        o.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(!text.contains("not supported"), "{text}");
     let names: Vec<String> = std::fs::read_dir("/var/run/netns")
         .map(|rd| {
             rd.flatten()

@@ -124,7 +124,7 @@ impl Runner {
     fn step(&mut self, name: &str, f: impl FnOnce() -> Result<Outcome>) -> Result<()> {
         let t = Instant::now();
         let r = f();
-        let ms = t.elapsed().as_secs_f64() * 1e3;
+        let ms = (t.elapsed().as_secs_f64() * 1e5).round() / 100.0;
         let (status, detail) = match &r {
             Ok(Outcome::Ok(d)) => (Status::Ok, d.clone()),
             Ok(Outcome::NotSupported(d)) => (Status::NotSupported, d.clone()),
@@ -202,7 +202,7 @@ pub fn run(rt: &Runtime, o: Options) -> Result<()> {
         }
         let _ = fs::remove_dir_all(&w.state);
     }
-    let total = r.start.elapsed().as_secs_f64() * 1e3;
+    let total = (r.start.elapsed().as_secs_f64() * 1e5).round() / 100.0;
     let ok = r.count(Status::Ok);
     let unsupported = r.unsupported();
     let kept: Vec<String> = if o.keep {
