@@ -38,7 +38,7 @@ done
 die() { echo "build.sh: $*" >&2; exit 1; }
 command -v dpkg-deb >/dev/null || die "dpkg-deb not found: run this on Debian or Ubuntu"
 
-VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/Cargo.toml" | head -1)
+VERSION=$(awk -F'"' '/^version = / && v == "" { v = $2 } END { print v }' "$ROOT/Cargo.toml")
 [ -n "$VERSION" ] || die "no version in Cargo.toml"
 ARCH=$(dpkg --print-architecture)
 if [ -z "$BIN" ]; then
@@ -60,8 +60,10 @@ needed=$(LC_ALL=C readelf -d "$BIN" 2>/dev/null | sed -n 's/.*(NEEDED).*\[\(.*\)
 if [ -n "$needed" ]; then
     pkgs=()
     for lib in $needed; do
-        path=$(ldconfig -p | awk -v l="$lib" '$1 == l && /x86-64|64bit/ { print $NF; exit }')
-        [ -n "$path" ] || path=$(ldconfig -p | awk -v l="$lib" '$1 == l { print $NF; exit }')
+        # awk reads to the end: quitting early would kill ldconfig with SIGPIPE, and under
+        # pipefail the script would stop here without a word (seen in CI).
+        path=$(ldconfig -p | awk -v l="$lib" '$1 == l && /x86-64|64bit/ && p == "" { p = $NF } END { print p }')
+        [ -n "$path" ] || path=$(ldconfig -p | awk -v l="$lib" '$1 == l && p == "" { p = $NF } END { print p }')
         [ -n "$path" ] || die "cannot find $lib (needed by $BIN)"
         pkg=$(dpkg -S "$(readlink -f "$path")" 2>/dev/null | head -1 | cut -d: -f1) ||
             pkg=$(dpkg -S "$path" 2>/dev/null | head -1 | cut -d: -f1) || true

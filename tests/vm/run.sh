@@ -123,7 +123,7 @@ newest_cached() { # newest unpacked kernel in the cache, or nothing
 }
 resolve_kernel_pkg() {
     apt-cache depends linux-image-amd64 2>/dev/null \
-        | awk '$1 == "Depends:" && $2 ~ /^linux-image-[0-9]/ { print $2; exit }'
+        | awk '$1 == "Depends:" && $2 ~ /^linux-image-[0-9]/ && k == "" { k = $2 } END { print k }'
 }
 KPKG=${PIPE_VM_KERNEL_PKG:-}
 if [ -z "$KPKG" ]; then
