@@ -3,6 +3,8 @@
 
 use super::rename::Child;
 use super::*;
+use crate::domain::error::KernelCause;
+use crate::domain::spec::Mac;
 
 impl Exec<'_> {
     pub(super) async fn create_macvlan(&mut self, step: &Step, undo: &mut Vec<Undo>) -> Result<()> {
@@ -17,42 +19,28 @@ impl Exec<'_> {
         else {
             unreachable!("dispatched by kind")
         };
-        let label = self.target.label.clone();
-        let parent_index = self.parent_index(parent, *parent_index)?;
-        let l = NewLink {
-            name: guest.as_str(),
-            mtu: Some(*mtu),
-            mac: *mac,
-            up: true,
-            netns: Some(self.target.netns.fd.as_fd()),
-            ..Default::default()
+        let label = &self.target.label;
+        let fail = |c: KernelCause| {
+            let hint = match c.errno {
+                16 => Some(format!(
+                    "{parent} cannot take a macvlan now (is it a bridge port, or does it carry an ipvlan?); \
+                     attach to its bridge instead"
+                )),
+                22 => Some(format!(
+                    "the kernel refused these settings on {parent} (MTU {mtu}, mode {})",
+                    mode.as_str()
+                )),
+                _ => None,
+            };
+            Error::kernel(
+                format!("creating macvlan {guest} on {parent} in container {label}"),
+                c,
+            )
+            .with_hint_opt(hint)
         };
-        self.create_child(&l, parent_index, Child::Macvlan(*mode))
+        let kind = Child::Macvlan(*mode);
+        self.child_in_guest(guest, parent, *parent_index, *mtu, *mac, kind, fail, undo)
             .await
-            .map_err(|c| {
-                let hint = match c.errno {
-                    16 => Some(format!(
-                        "{parent} cannot take a macvlan now (is it a bridge port, or does it carry an ipvlan?); \
-                         attach to its bridge instead"
-                    )),
-                    22 => Some(format!(
-                        "the kernel refused these settings on {parent} (MTU {mtu}, mode {})",
-                        mode.as_str()
-                    )),
-                    _ => None,
-                };
-                let e = Error::kernel(
-                    format!("creating macvlan {guest} on {parent} in container {label}"),
-                    c,
-                );
-                e.with_hint_opt(hint)
-            })?;
-        undo.push(Undo::DeleteGuestLink {
-            name: guest.clone(),
-            owner: Owner::ThisRun,
-        });
-        self.adopt_child(guest).await?;
-        Ok(())
     }
 
     pub(super) async fn create_vlan(&mut self, step: &Step, undo: &mut Vec<Undo>) -> Result<()> {
@@ -131,44 +119,65 @@ impl Exec<'_> {
         else {
             unreachable!("dispatched by kind")
         };
-        let label = self.target.label.clone();
-        let parent_index = self.parent_index(parent, *parent_index)?;
+        let label = &self.target.label;
+        let fail = |c: KernelCause| {
+            let hint = missing_feature(
+                c.errno,
+                "ipvlan",
+                "load its module (modprobe ipvlan), or drop --ipvlan to use a macvlan",
+            )
+            .or_else(|| match c.errno {
+                16 => Some(format!(
+                    "{parent} already carries a macvlan or is a bridge port, and the kernel \
+                     allows no ipvlan there; drop --ipvlan to use a macvlan, or give another parent"
+                )),
+                22 => Some(format!(
+                    "the kernel refused these settings on {parent} (MTU {mtu}, mode {}); \
+                     an ipvlan needs an Ethernet parent that is not itself an ipvlan",
+                    mode.as_str()
+                )),
+                _ => None,
+            });
+            Error::kernel(
+                format!(
+                    "creating ipvlan {guest} (mode {}) on {parent} in container {label}",
+                    mode.as_str()
+                ),
+                c,
+            )
+            .with_hint_opt(hint)
+        };
+        let kind = Child::Ipvlan(*mode);
+        self.child_in_guest(guest, parent, *parent_index, *mtu, None, kind, fail, undo)
+            .await
+    }
+
+    /// A macvlan or ipvlan `guest` born up in the container on `parent`:
+    /// created (`fail` words a refusal), its undo pushed, read back and tagged.
+    #[allow(clippy::too_many_arguments)]
+    async fn child_in_guest(
+        &mut self,
+        guest: &IfName,
+        parent: &IfName,
+        parent_index: Option<u32>,
+        mtu: u32,
+        mac: Option<Mac>,
+        kind: Child,
+        fail: impl FnOnce(KernelCause) -> Error,
+        undo: &mut Vec<Undo>,
+    ) -> Result<()> {
+        let parent_index = self.parent_index(parent, parent_index)?;
         let l = NewLink {
             name: guest.as_str(),
-            mtu: Some(*mtu),
+            mtu: Some(mtu),
+            mac,
             up: true,
             netns: Some(self.target.netns.fd.as_fd()),
             ..Default::default()
         };
-        self.create_child(&l, parent_index, Child::Ipvlan(*mode))
+        self.create_child(&l, parent_index, kind)
             .await
-            .map_err(|c| {
-                let hint = missing_feature(
-                    c.errno,
-                    "ipvlan",
-                    "load its module (modprobe ipvlan), or drop --ipvlan to use a macvlan",
-                )
-                    .or_else(|| match c.errno {
-                        16 => Some(format!(
-                            "{parent} already carries a macvlan or is a bridge port, and the kernel \
-                             allows no ipvlan there; drop --ipvlan to use a macvlan, or give another parent"
-                        )),
-                        22 => Some(format!(
-                            "the kernel refused these settings on {parent} (MTU {mtu}, mode {}); \
-                             an ipvlan needs an Ethernet parent that is not itself an ipvlan",
-                            mode.as_str()
-                        )),
-                        _ => None,
-                    });
-                let e = Error::kernel(
-                    format!(
-                        "creating ipvlan {guest} (mode {}) on {parent} in container {label}",
-                        mode.as_str()
-                    ),
-                    c,
-                );
-                e.with_hint_opt(hint)
-            })?;
+            .map_err(fail)?;
         undo.push(Undo::DeleteGuestLink {
             name: guest.clone(),
             owner: Owner::ThisRun,

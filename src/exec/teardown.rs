@@ -30,6 +30,42 @@ fn gone(errno: i32) -> bool {
     matches!(errno, 19 | 2 | 3)
 }
 
+/// A kernel refusal as an outcome: "already gone" is done, anything else
+/// names what failed.
+fn kernel(what: String) -> impl FnOnce(crate::domain::error::KernelCause) -> Outcome {
+    move |c| {
+        if gone(c.errno) {
+            Ok(None)
+        } else {
+            Err(format!("{what} ({c})"))
+        }
+    }
+}
+
+/// Delete link `name` of `nl` (described as `what` in messages, `removed`
+/// once gone) only if its tag is one `owner` allows.
+async fn delete_owned(
+    nl: &Netlink,
+    name: &IfName,
+    owner: &Owner,
+    what: String,
+    removed: String,
+) -> Outcome {
+    let l = match nl.link(name.as_str()).await {
+        Ok(Some(l)) => l,
+        Ok(None) => return Ok(None),
+        Err(c) => return kernel(format!("looking up {what}"))(c),
+    };
+    if !owner.allows(l.alias.as_deref()) {
+        debug!("{what} carries another tag ({:?}): kept", l.alias);
+        return Ok(None);
+    }
+    nl.delete_link(l.index)
+        .await
+        .map(|()| Some(removed))
+        .or_else(kernel(format!("deleting {what}")))
+}
+
 /// The one teardown executor: run every operation in order, best effort.
 /// A failure is recorded and the rest still runs; "already gone" is success.
 pub async fn teardown(ops: &[Teardown], cx: &Cx<'_>) -> Done {
@@ -112,15 +148,6 @@ async fn teardown_one(op: &Teardown, cx: &Cx<'_>) -> Outcome {
             _ => teardown_host(op, cx).await,
         };
     };
-    let kernel = |what: String| {
-        move |c: crate::domain::error::KernelCause| -> Outcome {
-            if gone(c.errno) {
-                Ok(None)
-            } else {
-                Err(format!("{what} ({c})"))
-            }
-        }
-    };
     match op {
         Teardown::RestoreRoute(r) => guest
             .restore_route(r)
@@ -151,23 +178,14 @@ async fn teardown_one(op: &Teardown, cx: &Cx<'_>) -> Outcome {
             None => Ok(None),
         },
         Teardown::DeleteGuestLink { name, owner } => {
-            let l = match guest.link(name.as_str()).await {
-                Ok(Some(l)) => l,
-                Ok(None) => return Ok(None),
-                Err(c) => return kernel(format!("looking up {name} in container {label}"))(c),
-            };
-            if !owner.allows(l.alias.as_deref()) {
-                debug!(
-                    "{name} in {label} carries another tag ({:?}): kept",
-                    l.alias
-                );
-                return Ok(None);
-            }
-            guest
-                .delete_link(l.index)
-                .await
-                .map(|()| Some(format!("interface {name}")))
-                .or_else(kernel(format!("deleting {name} in container {label}")))
+            delete_owned(
+                guest,
+                name,
+                owner,
+                format!("{name} in container {label}"),
+                format!("interface {name}"),
+            )
+            .await
         }
         Teardown::MoveBack { guest: g, restore } => move_back(guest, host, g.as_str(), restore)
             .await
@@ -188,15 +206,6 @@ async fn teardown_one(op: &Teardown, cx: &Cx<'_>) -> Outcome {
 /// The operations on the host and on pipe's own state.
 async fn teardown_host(op: &Teardown, cx: &Cx<'_>) -> Outcome {
     let host = cx.host;
-    let kernel = |what: String| {
-        move |c: crate::domain::error::KernelCause| -> Outcome {
-            if gone(c.errno) {
-                Ok(None)
-            } else {
-                Err(format!("{what} ({c})"))
-            }
-        }
-    };
     match op {
         Teardown::StopKeeper { label, ifname } => {
             crate::sys::dhcp::stop_keeper(label, ifname.as_str(), std::time::Duration::from_secs(3))
@@ -211,22 +220,8 @@ async fn teardown_host(op: &Teardown, cx: &Cx<'_>) -> Outcome {
                 "turning VLAN filtering on bridge {name} off again"
             ))),
         Teardown::DeleteHostLink { name, owner } => {
-            let l = match host.link(name.as_str()).await {
-                Ok(Some(l)) => l,
-                Ok(None) => return Ok(None),
-                Err(c) => return kernel(format!("looking up host interface {name}"))(c),
-            };
-            if !owner.allows(l.alias.as_deref()) {
-                debug!(
-                    "host interface {name} carries another tag ({:?}): kept",
-                    l.alias
-                );
-                return Ok(None);
-            }
-            host.delete_link(l.index)
-                .await
-                .map(|()| Some(format!("host interface {name}")))
-                .or_else(kernel(format!("deleting host interface {name}")))
+            let what = format!("host interface {name}");
+            delete_owned(host, name, owner, what.clone(), what).await
         }
         Teardown::ReleaseShared {
             name,

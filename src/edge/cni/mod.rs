@@ -217,6 +217,37 @@ impl Ctx<'_> {
         }
     }
 
+    /// Run the IPAM plugin `kind` for `command` on a thread of its own, beside
+    /// the namespace work (it is a process of its own); `f` is `ipam::add` or
+    /// `ipam::exec`.
+    fn ipam_thread<T: Send + 'static>(
+        &self,
+        kind: &str,
+        command: &'static str,
+        cid: &str,
+        ifname: &str,
+        ver: &str,
+        f: fn(&str, &[std::path::PathBuf], &ipam::Call<'_>, &[u8], &str) -> T,
+    ) -> std::thread::JoinHandle<T> {
+        let (kind, path, cid, ifname, raw, ver) = (
+            kind.to_string(),
+            self.env.path.clone(),
+            cid.to_string(),
+            ifname.to_string(),
+            self.raw.to_vec(),
+            ver.to_string(),
+        );
+        std::thread::spawn(move || {
+            let call = ipam::Call {
+                command,
+                container_id: &cid,
+                ifname: &ifname,
+                netns: None,
+            };
+            f(&kind, &path, &call, &raw, &ver)
+        })
+    }
+
     async fn add(&self) -> CResult<CniResult> {
         let ver = self.ver;
         let cid = self.env.container_id(ver)?;
@@ -239,24 +270,9 @@ impl Ctx<'_> {
         // The IPAM plugin (a process of its own) runs while pipe opens the
         // namespaces; an allocation is released again if what follows fails.
         let ipam_kind = self.conf.ipam_type().map(str::to_string);
-        let pending = ipam_kind.clone().map(|kind| {
-            let (path, cid, ifname, raw, ver) = (
-                self.env.path.clone(),
-                cid.to_string(),
-                cni_ifname.to_string(),
-                self.raw.to_vec(),
-                ver.to_string(),
-            );
-            std::thread::spawn(move || {
-                let call = ipam::Call {
-                    command: "ADD",
-                    container_id: &cid,
-                    ifname: &ifname,
-                    netns: None,
-                };
-                ipam::add(&kind, &path, &call, &raw, &ver)
-            })
-        });
+        let pending = ipam_kind
+            .clone()
+            .map(|kind| self.ipam_thread(&kind, "ADD", cid, cni_ifname.as_str(), ver, ipam::add));
         let pre = async {
             let mut target =
                 crate::sys::guest::resolve(&GuestRef::Path(netns_path.clone()), Duration::from_secs(5))
@@ -567,25 +583,10 @@ impl Ctx<'_> {
         let _lock = self.lock()?;
         // Release the address while the links go: the IPAM plugin is a process
         // of its own, and the two do not depend on each other.
-        let release = self.conf.ipam_type().map(|kind| {
-            let (kind, path, cid, ifname, raw, ver) = (
-                kind.to_string(),
-                self.env.path.clone(),
-                cid.to_string(),
-                cni_ifname.to_string(),
-                self.raw.to_vec(),
-                ver.to_string(),
-            );
-            std::thread::spawn(move || {
-                let call = ipam::Call {
-                    command: "DEL",
-                    container_id: &cid,
-                    ifname: &ifname,
-                    netns: None,
-                };
-                ipam::exec(&kind, &path, &call, &raw, &ver)
-            })
-        });
+        let release = self
+            .conf
+            .ipam_type()
+            .map(|kind| self.ipam_thread(kind, "DEL", cid, cni_ifname.as_str(), ver, ipam::exec));
         let torn: CResult<()> = async {
             let host = self.host()?;
             let m = store::load(net, cid, cni_ifname.as_str()).map_err(|e| {
