@@ -73,6 +73,30 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
 
+    #[command(flatten)]
+    pub top: Top,
+}
+
+/// The attach form alone: pipe's top-level arguments and options without the
+/// verbs. Building clap's tree of every verb is most of what parsing costs
+/// (0.25 of 0.4 ms, `docs/performance.md`), so a command line that names no
+/// verb is parsed with this first; anything it does not accept (help, version,
+/// any error) is parsed again with the whole [`Cli`], for the same output.
+#[derive(Parser, Debug)]
+#[command(
+    name = "pipe",
+    version,
+    disable_help_flag = true,
+    disable_version_flag = true
+)]
+pub struct AttachCli {
+    #[command(flatten)]
+    pub top: Top,
+}
+
+/// The top level: the attach form's arguments and the global options.
+#[derive(clap::Args, Debug)]
+pub struct Top {
     /// Host interface: an existing bridge (veth into it), a missing name starting
     /// with "br" (the bridge is created), any other interface (macvlan parent), or
     /// mac:AA:BB:CC:DD:EE:FF.
@@ -485,6 +509,12 @@ pub enum Generate {
 
 impl Cli {
     pub fn into_spec(self) -> Result<AttachSpec> {
+        self.top.into_spec()
+    }
+}
+
+impl Top {
+    pub fn into_spec(self) -> Result<AttachSpec> {
         let missing = |what: &str| Error::Usage(format!("missing {what}; see pipe --help"));
         let addr = self.addr.ok_or_else(|| missing("ADDR"))?;
         if let (Some(f), Some(a)) = (&self.family, addr.addr) {
@@ -587,7 +617,7 @@ mod tests {
             "7",
         ])
         .unwrap();
-        assert!(a.dry_run);
+        assert!(a.top.dry_run);
         assert!(matches!(
             a.command,
             Some(Command::Rule {

@@ -38,7 +38,7 @@ pub(crate) fn init_logging(verbose: u8) {
 }
 
 pub fn run(cli: Cli) -> Result<()> {
-    if let Some(g) = cli.generate {
+    if let Some(g) = cli.top.generate {
         use std::io::Write;
         let out = generate::render(g);
         std::io::stdout()
@@ -48,18 +48,18 @@ pub fn run(cli: Cli) -> Result<()> {
     }
     // selftest keeps its records in a throwaway directory of its own.
     if !matches!(cli.command, Some(cli::Command::Selftest { .. })) {
-        files::check_state_dir(&cli.state_dir).map_err(Error::Usage)?;
-        set_state_dir(cli.state_dir.clone());
+        files::check_state_dir(&cli.top.state_dir).map_err(Error::Usage)?;
+        set_state_dir(cli.top.state_dir.clone());
     }
-    let json = cli.json;
+    let json = cli.top.json;
     crate::domain::output::set_json(json);
-    let dry_run = cli.dry_run;
+    let dry_run = cli.top.dry_run;
     if let Some(cmd) = cli.command {
         return run_command(cmd, dry_run, json);
     }
-    if let Some(what) = &cli.wait {
-        let timeout = cli.timeout;
-        let ifname = cli.ifname.to_string();
+    if let Some(what) = &cli.top.wait {
+        let timeout = cli.top.timeout;
+        let ifname = cli.top.ifname.to_string();
         let want = cli::WaitFor::want(what);
         let addrs = runtime()?.block_on(wait::wait(&ifname, want, timeout))?;
         if json {
@@ -74,7 +74,7 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         return Ok(());
     }
-    let persist = cli.persist;
+    let persist = cli.top.persist;
     let spec = cli.into_spec()?;
     runtime()?.block_on(async {
         check_privileges()?;

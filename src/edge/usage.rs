@@ -34,22 +34,64 @@ pub fn main_entry() -> i32 {
 fn cli_main() -> i32 {
     let argv: Vec<OsString> = std::env::args_os().collect();
     let json = wants_json(&argv);
-    // One command tree for both the hoisting scan and the parse (building it
-    // is most of what a bare `pipe --version` costs beyond exec).
-    let cmd = Cli::command();
-    let argv = hoist_verb(&cmd, argv);
-    let cli = match cmd.try_get_matches_from(argv).and_then(|m| {
-        <Cli as clap::FromArgMatches>::from_arg_matches(&m)
-            .map_err(|e| e.format(&mut Cli::command()))
-    }) {
-        Ok(c) => c,
-        Err(e) => return clap_error(e, json),
+    let cli = match parse_attach_form(&argv) {
+        Some(c) => c,
+        None => match parse(argv) {
+            Ok(c) => c,
+            Err(e) => return clap_error(e, json),
+        },
     };
-    crate::edge::run::init_logging(cli.verbose);
+    crate::edge::run::init_logging(cli.top.verbose);
     match crate::edge::run::run(cli) {
         Ok(()) => 0,
         Err(e) => fail(&e.to_string(), e.exit_code(), json),
     }
+}
+
+/// The whole grammar: verbs after options are moved first, then clap parses.
+fn parse(argv: Vec<OsString>) -> Result<Cli, clap::Error> {
+    // One command tree for both the hoisting scan and the parse.
+    let mut cmd = Cli::command();
+    let argv = hoist_verb(&cmd, argv);
+    let parsed = cmd.try_get_matches_from_mut(argv).and_then(|mut m| {
+        let c = <Cli as clap::FromArgMatches>::from_arg_matches_mut(&mut m)
+            .map_err(|e| e.format(&mut Cli::command()));
+        // What is left of the matches, and the command tree, are freed with
+        // the process rather than taken apart piece by piece (a tenth of an
+        // attach, `docs/performance.md`).
+        std::mem::forget(m);
+        c
+    });
+    std::mem::forget(cmd);
+    parsed
+}
+
+/// The attach form, parsed without building the verbs' part of clap's tree:
+/// `None` when a word could name a verb, or when anything is not accepted as
+/// it stands (help, version, any error), which [`parse`] then handles with the
+/// whole grammar and its messages. Where this accepts, `parse` gives the same
+/// (`tests`: `attach_form_parses_as_the_whole_grammar`).
+fn parse_attach_form(argv: &[OsString]) -> Option<Cli> {
+    use crate::edge::cli::{AttachCli, Command, Top};
+    use clap::{FromArgMatches, Subcommand};
+    if argv
+        .iter()
+        .skip(1)
+        .any(|a| a.to_str().is_none_or(Command::has_subcommand))
+    {
+        return None;
+    }
+    let mut cmd = AttachCli::command();
+    let top = cmd.try_get_matches_from_mut(argv).ok().and_then(|mut m| {
+        let t = Top::from_arg_matches_mut(&mut m).ok();
+        std::mem::forget(m);
+        t
+    });
+    std::mem::forget(cmd);
+    Some(Cli {
+        command: None,
+        top: top?,
+    })
 }
 
 /// Print one error: `pipe: MSG` on stderr, and with `--json` also
@@ -282,6 +324,112 @@ mod tests {
         let argv = hoist_verb(&Cli::command(), argv);
         let e = <Cli as clap::Parser>::try_parse_from(argv).unwrap_err();
         clap_message(&e)
+    }
+
+    /// Where the attach form's parse accepts a command line, the whole
+    /// grammar gives the same; help, version and verbs go to the whole grammar.
+    #[test]
+    fn attach_form_parses_as_the_whole_grammar() {
+        let hosts = ["br1", "eth0", "mac:02:00:00:00:00:01", "gc"];
+        let guests = ["web", "1234", "/proc/1/ns/net", "list"];
+        let addrs = [
+            "10.0.0.5/24",
+            "10.0.0.5/24@10.0.0.1",
+            "dhcp",
+            "0/0",
+            "fd00::5/64",
+        ];
+        let tails = ["U:web", "02:00:00:00:00:01@100", "@100"];
+        let opts: [&[&str]; 22] = [
+            &["-i", "eth2"],
+            &["-l", "vx"],
+            &["--mtu", "1400"],
+            &["--rate", "10mbit"],
+            &["-n"],
+            &["--json"],
+            &["-v"],
+            &["-vv"],
+            &["--no-netns-link"],
+            &["--persist"],
+            &["--ipvlan", "l3"],
+            &["--host-shim"],
+            &["--macvlan-mode", "vepa"],
+            &["--timeout", "2.5"],
+            &["--state-dir", "/tmp/s"],
+            &["--wait=carrier"],
+            &["-a", "4"],
+            &["--direct-phys"],
+            &["--mtu", "1"],
+            &["--timeout", "x"],
+            &["--generate", "man"],
+            &["-nv"],
+        ];
+        let noise = [
+            "--",
+            "-h",
+            "--help",
+            "-V",
+            "--version",
+            "-nh",
+            "detach",
+            "--bogus",
+            "",
+            "x",
+        ];
+        // A fixed pseudo-random walk: 20,000 command lines, mostly of the attach
+        // form with options anywhere, some with a stray word.
+        let mut x: u64 = 0x9e3779b97f4a7c15;
+        let mut next = |n: usize| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % n as u64) as usize
+        };
+        let (mut fast, mut full) = (0, 0);
+        for _ in 0..20_000 {
+            let mut words: Vec<&str> = vec![
+                hosts[next(hosts.len())],
+                guests[next(guests.len())],
+                addrs[next(addrs.len())],
+            ];
+            if next(2) == 0 {
+                words.push(tails[next(tails.len())]);
+            }
+            for _ in 0..next(4) {
+                let at = next(words.len() + 1);
+                for (k, w) in opts[next(opts.len())].iter().enumerate() {
+                    words.insert(at + k, w);
+                }
+            }
+            if next(4) == 0 {
+                let at = next(words.len() + 1);
+                words.insert(at, noise[next(noise.len())]);
+            }
+            let argv: Vec<OsString> = std::iter::once("pipe")
+                .chain(words)
+                .map(OsString::from)
+                .collect();
+            match parse_attach_form(&argv) {
+                Some(c) => {
+                    fast += 1;
+                    let whole = parse(argv.clone()).unwrap_or_else(|e| {
+                        panic!("{argv:?}: attach form accepted, whole grammar refused: {e}")
+                    });
+                    assert_eq!(format!("{c:?}"), format!("{whole:?}"), "{argv:?}");
+                }
+                None => full += 1,
+            }
+        }
+        assert!(fast > 5000 && full > 1000, "fast {fast}, full {full}");
+        let plain: Vec<OsString> = ["pipe", "br1", "web", "10.0.0.5/24@10.0.0.1"]
+            .map(OsString::from)
+            .to_vec();
+        assert!(parse_attach_form(&plain).is_some());
+        for w in ["--help", "-h", "--version", "-V", "gc"] {
+            let mut a = plain.clone();
+            a.push(w.into());
+            assert!(parse_attach_form(&a).is_none(), "{w}");
+        }
     }
 
     #[test]

@@ -102,20 +102,29 @@ impl Exec<'_> {
             name: host.clone(),
             owner: Owner::ThisRun,
         });
-        self.read_guest_link(guest).await?;
-        let idx = self.guest_index()?;
         // Both ends carry the ownership tag; the kernel ignores an alias
         // in RTM_NEWLINK, so it rides on the request that brings the peer up.
+        // The two ends are in two namespaces: their requests go out together.
         let tag = self.id.tag();
-        self.guest
-            .set_alias(idx, &tag, Some(true))
-            .await
-            .map_err(|c| Error::kernel(format!("bringing {guest} up in container {label}"), c))?;
-        self.host
-            .set_alias_named(host.as_str(), &tag)
-            .await
-            .map_err(|c| Error::kernel(format!("tagging host interface {host}"), c))?;
-        Ok(())
+        let host_tag = async {
+            self.host
+                .set_alias_named(host.as_str(), &tag)
+                .await
+                .map_err(|c| Error::kernel(format!("tagging host interface {host}"), c))
+        };
+        let guest_up = async {
+            let l = self.guest_link_named(guest).await?;
+            self.guest
+                .set_alias(l.index, &tag, Some(true))
+                .await
+                .map_err(|c| {
+                    Error::kernel(format!("bringing {guest} up in container {label}"), c)
+                })?;
+            Ok::<_, Error>(l)
+        };
+        let (h, g) = futures::join!(host_tag, guest_up);
+        self.guest_link = Some(g?);
+        h
     }
 
     pub(super) async fn bridge_vlan_filtering(

@@ -246,9 +246,14 @@ impl Exec<'_> {
     }
 
     async fn read_guest_link(&mut self, name: &IfName) -> Result<()> {
+        self.guest_link = Some(self.guest_link_named(name).await?);
+        Ok(())
+    }
+
+    /// The container's link `name`, just created by this run.
+    async fn guest_link_named(&self, name: &IfName) -> Result<Link> {
         let label = &self.target.label;
-        let l = self
-            .guest
+        self.guest
             .link(name.as_str())
             .await
             .map_err(|c| Error::kernel(format!("reading back {name} in container {label}"), c))?
@@ -256,9 +261,7 @@ impl Exec<'_> {
                 Error::Refused(format!(
                     "{name} vanished from container {label} right after it was created"
                 ))
-            })?;
-        self.guest_link = Some(l);
-        Ok(())
+            })
     }
 
     /// One step: dispatched to the place of its link kind (exec/bridge.rs,
@@ -341,8 +344,9 @@ pub async fn move_back(
             errno: 19,
             detail: None,
         })?;
-    // The main thread never leaves the host's namespace: /proc/self/ns/net is it.
-    let own = std::fs::File::open("/proc/self/ns/net")
+    // A thread is in a container's namespace only inside netns::run_in, so
+    // this thread's namespace is the host's.
+    let own = std::fs::File::open("/proc/thread-self/ns/net")
         .map_err(|e| crate::domain::error::KernelCause::from_io(&e))?;
     guest
         .move_link(l.index, own.as_fd(), &r.name, Some(&r.alias), r.mtu, r.mac)

@@ -22,26 +22,32 @@ pub async fn observe(
         .unwrap_or_else(|| host_veth_name(&spec.ifname, &target.key));
 
     // Host and container queries go out on two sockets at once.
+    // Each side's independent queries are in flight together too: the host
+    // end's name is looked up before knowing whether it is needed (a macvlan
+    // parent has no host end), which costs nothing but the reply.
     let host_q = async {
-        let side = host_side(&spec.host_if, host).await?;
+        let (side, veth) = futures::join!(host_side(&spec.host_if, host), async {
+            host.link(host_veth.as_str())
+                .await
+                .map_err(|c| Error::kernel(format!("looking up host interface {host_veth}"), c))
+        });
+        let side = side?;
         let taken = match side {
             HostSide::Parent(_) => false,
-            _ => host
-                .link(host_veth.as_str())
-                .await
-                .map_err(|c| Error::kernel(format!("looking up host interface {host_veth}"), c))?
-                .is_some(),
+            _ => veth?.is_some(),
         };
         let vlan = vlan_facts(spec, &side, host).await?;
         Ok::<_, Error>((side, taken, vlan))
     };
     let guest_q = async {
-        let taken = guest.link(spec.ifname.as_str()).await.map_err(|c| {
-            Error::kernel(
-                format!("looking up {} in container {}", spec.ifname, target.label),
-                c,
-            )
-        })?;
+        let taken = async {
+            guest.link(spec.ifname.as_str()).await.map_err(|c| {
+                Error::kernel(
+                    format!("looking up {} in container {}", spec.ifname, target.label),
+                    c,
+                )
+            })
+        };
         let gws = spec.addr.gateways();
         let family = gws
             .first()
@@ -58,9 +64,9 @@ pub async fn observe(
                 None => Ok(None),
             }
         };
-        let route = read(family).await?;
-        let more = read(gws.get(1).map(|g| g.is_ipv6())).await?;
-        Ok::<_, Error>((taken, (route, more)))
+        let (taken, route, more) =
+            futures::join!(taken, read(family), read(gws.get(1).map(|g| g.is_ipv6())));
+        Ok::<_, Error>((taken?, (route?, more?)))
     };
     let (h, g) = futures::join!(host_q, guest_q);
     // --direct-phys again: HOST_IF is gone from the host because it is in the
