@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Whole-process attach benchmark for pipe: exec to exit, one interface per run.
 
-Usage (as root, from the repo root, after `cargo build --release`):
+Usage (as root, from the repo root, after building the binary the Debian package ships:
+  RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --target x86_64-unknown-linux-gnu
+which is --bin's default; a plain `cargo build --release` gives target/release/pipe, dynamically
+linked and about 0.5 ms slower to start):
   bench/attach.py [-n N] [--bin PATH] [--variants bridge,macvlan] [--ports P] [--links L]
                   [--docker NAME] [--peers]
 
@@ -38,6 +41,7 @@ import argparse
 import ctypes
 import os
 import statistics
+import struct
 import subprocess
 import sys
 import time
@@ -243,10 +247,22 @@ def run_apply(binary, n):
                 os.unlink(link)
 
 
+def linkage(path):
+    """'static' or 'dynamic': does the ELF file ask for an interpreter (PT_INTERP)?"""
+    with open(path, "rb") as f:
+        head = f.read(64)
+        phoff, = struct.unpack_from("<Q", head, 0x20)
+        phentsize, phnum = struct.unpack_from("<HH", head, 0x36)
+        f.seek(phoff)
+        table = f.read(phentsize * phnum)
+    kinds = [struct.unpack_from("<I", table, i * phentsize)[0] for i in range(phnum)]
+    return "dynamic" if 3 in kinds else "static"
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-n", type=int, default=50)
-    ap.add_argument("--bin", default="target/release/pipe")
+    ap.add_argument("--bin", default=f"target/{os.uname().machine}-unknown-linux-gnu/release/pipe")
     ap.add_argument("--variants", default="bridge,macvlan")
     ap.add_argument("--ports", type=int, default=10)
     ap.add_argument("--links", type=int, default=0)
@@ -263,7 +279,8 @@ def main():
     if os.geteuid() != 0:
         sys.exit("run as root")
     if not os.access(binary, os.X_OK):
-        sys.exit(f"{binary} missing: cargo build --release")
+        sys.exit(f"{binary} missing: RUSTFLAGS='-C target-feature=+crt-static' cargo build --release "
+                 f"--target {os.uname().machine}-unknown-linux-gnu (or give --bin)")
 
     # pipe's records go to a directory of this run (not the host's /run/pipe), removed at the end.
     own_state = None
@@ -310,6 +327,7 @@ def main():
     load = open("/proc/loadavg").read().split()[:3]
     print(f"pipe attach, whole process, n={args.n}, bridge ports={args.ports}, other links={args.links}, "
           f"load {' '.join(load)}, {time.strftime('%Y-%m-%d %H:%M')}")
+    print(f"binary {binary} ({linkage(binary)})" + (f", --vs {vs} ({linkage(vs)})" if vs else ""))
     print(f"{'variant':<14}{'median ms':>10}{'p90 ms':>10}{'min ms':>10}")
     for k, ts in results.items():
         print(f"{k:<14}{statistics.median(ts):>10.2f}{pct(ts, 90):>10.2f}{min(ts):>10.2f}")
