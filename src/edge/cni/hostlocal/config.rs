@@ -172,6 +172,57 @@ fn route(v: &Value) -> R<RouteEntry> {
     })
 }
 
+/// Does an object of the JSON have a key twice? Go decodes a repeated object
+/// into the same struct (merging both) where serde keeps the last one.
+fn duplicate_keys(b: &[u8]) -> bool {
+    use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+    struct Unique;
+    impl<'de> Deserialize<'de> for Unique {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Unique, D::Error> {
+            d.deserialize_any(Unique)
+        }
+    }
+    impl<'de> Visitor<'de> for Unique {
+        type Value = Unique;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("JSON")
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Unique, E> {
+            Ok(Unique)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Unique, E> {
+            Ok(Unique)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Unique, E> {
+            Ok(Unique)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Unique, E> {
+            Ok(Unique)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Unique, E> {
+            Ok(Unique)
+        }
+        fn visit_unit<E>(self) -> Result<Unique, E> {
+            Ok(Unique)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Unique, A::Error> {
+            while a.next_element::<Unique>()?.is_some() {}
+            Ok(Unique)
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Unique, A::Error> {
+            let mut seen = std::collections::HashSet::new();
+            while let Some(k) = a.next_key::<String>()? {
+                if !seen.insert(k) {
+                    return Err(de::Error::custom("duplicate key"));
+                }
+                a.next_value::<Unique>()?;
+            }
+            Ok(Unique)
+        }
+    }
+    serde_json::from_slice::<Unique>(b).is_err()
+}
+
 /// The CNI name grammar (network names, container IDs) the plugins' skeleton checks.
 fn cni_name(s: &str) -> bool {
     s.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
@@ -242,7 +293,15 @@ impl Request {
     pub fn parse(stdin: &[u8], args: Option<&str>) -> R<Request> {
         let conf: Value =
             serde_json::from_slice(stdin).or_else(|_| fb("the configuration is not JSON"))?;
+        if duplicate_keys(stdin) {
+            return fb("the configuration has a key twice in one object");
+        }
         let top = object(&conf, "the configuration")?;
+        // Without a cniVersion the plugin answers in 0.1.0, which pipe does not read.
+        let ver = top.get("cniVersion").and_then(Value::as_str);
+        if !ver.is_some_and(|v| crate::edge::cni::result::SUPPORTED.contains(&v)) {
+            return fb("the configuration's cniVersion is missing or not one pipe speaks");
+        }
         keys(
             top,
             &["name", "cniVersion", "ipam", "runtimeConfig", "args"],
@@ -428,12 +487,13 @@ mod tests {
         assert_eq!(r.routes[1].dst, "10.9.1.2/16");
         assert_eq!(r.routes[1].gw.as_deref(), Some("10.1.0.9"));
         assert_eq!(r.resolv_conf, Some(PathBuf::from("/etc/resolv.conf")));
-        let r =
-            ok(r#"{"name":"n","ipam":{"type":"host-local","subnet":"10.1.0.0/24","dataDir":""}}"#);
+        let r = ok(
+            r#"{"cniVersion":"1.0.0","name":"n","ipam":{"type":"host-local","subnet":"10.1.0.0/24","dataDir":""}}"#,
+        );
         assert_eq!(r.dir, PathBuf::from("/var/lib/cni/networks/n"));
         // The legacy fields without a subnet are no range.
         let r = ok(
-            r#"{"name":"n","ipam":{"type":"host-local","rangeStart":"10.1.0.5",
+            r#"{"cniVersion":"1.0.0","name":"n","ipam":{"type":"host-local","rangeStart":"10.1.0.5",
             "ranges":[[{"subnet":"10.2.0.0/24"}]]}}"#,
         );
         assert_eq!(r.sets.len(), 1);
@@ -441,7 +501,7 @@ mod tests {
 
     #[test]
     fn requested_addresses_from_args_config_and_capability() {
-        let j = r#"{"name":"n","args":{"cni":{"ips":["10.2.0.7"]},"other":1},
+        let j = r#"{"cniVersion":"1.0.0","name":"n","args":{"cni":{"ips":["10.2.0.7"]},"other":1},
             "runtimeConfig":{"ips":["fd00::7/64"]},
             "ipam":{"type":"host-local","ranges":[[{"subnet":"10.1.0.0/24"}],[{"subnet":"10.2.0.0/24"}],[{"subnet":"fd00::/64"}]]}}"#;
         let r = parse(j, Some("IgnoreUnknown=1;K8S_POD_NAME=x;IP=10.1.0.9")).unwrap();
@@ -468,8 +528,7 @@ mod tests {
 
     #[test]
     fn what_goes_to_the_plugin() {
-        let base =
-            r#"{"name":"n","ipam":{"type":"host-local","ranges":[[{"subnet":"10.1.0.0/24"}]]}}"#;
+        let base = r#"{"cniVersion":"1.0.0","name":"n","ipam":{"type":"host-local","ranges":[[{"subnet":"10.1.0.0/24"}]]}}"#;
         ok(base);
         for (from, to) in [
             (
@@ -522,6 +581,13 @@ mod tests {
             (r#""name":"n""#, r#""name":"n","IPAM":{}"#),
             (r#""name":"n""#, r#""name":"bad name""#),
             (r#""name":"n""#, r#""name":"n","args":{"CNI":{}}"#),
+            (r#""name":"n""#, r#""name":"n","name":"n""#),
+            (r#""cniVersion":"1.0.0","#, ""),
+            (r#""cniVersion":"1.0.0""#, r#""cniVersion":"0.2.0""#),
+            (
+                r#""type":"host-local""#,
+                r#""type":"host-local","ranges":[[{"subnet":"10.1.0.0/24","subnet":"10.1.0.0/24"}]]"#,
+            ),
         ] {
             let j = base.replace(from, to);
             assert_ne!(j, base, "{from}");
