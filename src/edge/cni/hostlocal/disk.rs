@@ -28,18 +28,27 @@ use super::range::Ip;
 
 const LAST_RESERVED: &str = "last_reserved_ip.";
 
-/// An I/O error worded as Go words it (`open PATH: permission denied`).
-pub fn go_err(op: &str, path: &Path, e: &io::Error) -> String {
+/// An I/O error's text as Go words it (`permission denied`).
+fn go_text(e: &io::Error) -> String {
     let mut t = e.to_string();
     if let Some(i) = t.find(" (os error ") {
         t.truncate(i);
     }
     let mut c = t.chars();
-    let t = match c.next() {
+    match c.next() {
         Some(f) => f.to_lowercase().chain(c).collect(),
         None => t,
-    };
-    format!("{op} {}: {t}", path.display())
+    }
+}
+
+/// An I/O error on a path as Go words it (`open PATH: permission denied`).
+fn go_err(op: &str, path: &Path, e: &io::Error) -> String {
+    format!("{op} {}: {}", path.display(), go_text(e))
+}
+
+/// A bare errno as Go words it (the plugin's lock reports no path).
+fn errno(e: nix::errno::Errno) -> String {
+    go_text(&io::Error::from(e))
 }
 
 /// The store of one network, locked for as long as it lives.
@@ -63,10 +72,10 @@ impl Store {
             OFlag::O_RDONLY | OFlag::O_CREAT | OFlag::O_CLOEXEC,
             Mode::from_bits_truncate(0o750),
         )
-        .map_err(|e| go_err("open", &p, &io::Error::from(e)))?;
+        .map_err(errno)?;
         // Blocking, as the plugin's: whoever holds it is allocating right now.
-        let lock = Flock::lock(File::from(fd), FlockArg::LockExclusive)
-            .map_err(|(_, e)| go_err("flock", &p, &io::Error::from(e)))?;
+        let lock =
+            Flock::lock(File::from(fd), FlockArg::LockExclusive).map_err(|(_, e)| errno(e))?;
         Ok(Store {
             dir: dir.to_path_buf(),
             _lock: lock,
