@@ -210,6 +210,87 @@ fn resolv_conf(p: &Path) -> Result<Value, Fallback> {
 mod tests {
     use super::*;
 
+    /// A throwaway data directory, removed on drop.
+    struct Dir(std::path::PathBuf);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn req(dir: &Dir, args: Option<&str>) -> Request {
+        let j = format!(
+            r#"{{"cniVersion":"1.0.0","name":"n","ipam":{{"type":"host-local","dataDir":"{}",
+                "ranges":[[{{"subnet":"10.5.0.0/29"}}]],"routes":[{{"dst":"0.0.0.0/0"}}]}}}}"#,
+            dir.0.display()
+        );
+        Request::parse(j.as_bytes(), args).unwrap()
+    }
+
+    fn addr(r: Result<CniResult, Failure>) -> String {
+        match r {
+            Ok(r) => r.ips[0].address.clone(),
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+
+    fn plugin_err(r: Result<CniResult, Failure>) -> String {
+        match r {
+            Err(Failure::Plugin(m)) => m,
+            r => panic!("expected the plugin's error: {r:?}"),
+        }
+    }
+
+    #[test]
+    fn allocate_refuse_release_as_the_plugin() {
+        let d = Dir(std::env::temp_dir().join(format!("pipe-hl-{}", std::process::id())));
+        let net = d.0.join("n");
+        let r = req(&d, None);
+        assert_eq!(addr(add(&r, "a", "eth0")), "10.5.0.2/29");
+        assert_eq!(
+            std::fs::read(net.join("10.5.0.2")).unwrap(),
+            b"a\r\neth0".to_vec()
+        );
+        assert_eq!(
+            std::fs::read(net.join("last_reserved_ip.0")).unwrap(),
+            b"10.5.0.2"
+        );
+        assert!(net.join("lock").exists());
+        assert_eq!(
+            plugin_err(add(&r, "a", "eth0")),
+            "failed to allocate for range 0: 10.5.0.2 has been allocated to a, duplicate allocation is not allowed"
+        );
+        let want = req(&d, Some("IP=10.5.0.6"));
+        assert_eq!(addr(add(&want, "b", "eth0")), "10.5.0.6/29");
+        assert_eq!(
+            plugin_err(add(&want, "c", "eth0")),
+            "failed to allocate for range 0: requested IP address 10.5.0.6 is not available in range set 10.5.0.1-10.5.0.6"
+        );
+        let gw = req(&d, Some("IP=10.5.0.1"));
+        assert_eq!(
+            plugin_err(add(&gw, "c", "eth0")),
+            "failed to allocate for range 0: requested ip 10.5.0.1 is subnet's gateway"
+        );
+        // After .6 the walk wraps: .2 is taken, .3 is next.
+        assert_eq!(addr(add(&r, "c", "eth0")), "10.5.0.3/29");
+        assert_eq!(addr(add(&r, "d", "eth0")), "10.5.0.4/29");
+        assert_eq!(addr(add(&r, "e", "eth0")), "10.5.0.5/29");
+        assert_eq!(
+            plugin_err(add(&r, "f", "eth0")),
+            "failed to allocate for range 0: no IP addresses available in range set: 10.5.0.1-10.5.0.6"
+        );
+        check(&r, "c", "eth0").unwrap();
+        del(&r, "c", "eth0").unwrap();
+        assert!(!net.join("10.5.0.3").exists());
+        assert!(matches!(check(&r, "c", "eth0"), Err(Failure::Plugin(_))));
+        // The old format (the container ID alone) is released by ID.
+        std::fs::write(net.join("10.5.0.3"), "old\n").unwrap();
+        check(&r, "old", "eth9").unwrap();
+        del(&r, "old", "eth9").unwrap();
+        assert!(!net.join("10.5.0.3").exists());
+        assert_eq!(addr(add(&r, "g", "eth0")), "10.5.0.3/29");
+    }
+
     #[test]
     fn resolv_conf_as_the_plugin_reads_it() {
         let d = std::env::temp_dir().join(format!("pipe-resolv-{}", std::process::id()));
