@@ -50,6 +50,33 @@ struct Reply {
 }
 
 impl Reply {
+    /// Run a plugin command with `conf` on stdin.
+    fn of(mut c: Command, conf: &Value) -> Reply {
+        c.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut ch = c.spawn().unwrap();
+        {
+            use std::io::Write;
+            ch.stdin
+                .take()
+                .unwrap()
+                .write_all(conf.to_string().as_bytes())
+                .unwrap();
+        }
+        let o = ch.wait_with_output().unwrap();
+        let s = stdout(&o);
+        Reply {
+            code: o.status.code().unwrap_or(-1),
+            out: if s.trim().is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_str(s.trim()).unwrap_or_else(|e| panic!("{s:?}: {e}"))
+            },
+            err: stderr(&o),
+        }
+    }
+
     fn ok(&self) -> &Value {
         assert_eq!(self.code, 0, "plugin failed: {} {}", self.out, self.err);
         &self.out
@@ -154,33 +181,11 @@ impl Cni {
             .env("CNI_NETNS", netns)
             .env("CNI_IFNAME", ifname)
             .env("CNI_PATH", self.cni_path())
-            .env("PIPE_STATE_DIR", self.state())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .env("PIPE_STATE_DIR", self.state());
         for (k, v) in extra {
             c.env(k, v);
         }
-        let mut ch = c.spawn().unwrap();
-        {
-            use std::io::Write;
-            ch.stdin
-                .take()
-                .unwrap()
-                .write_all(conf.to_string().as_bytes())
-                .unwrap();
-        }
-        let o = ch.wait_with_output().unwrap();
-        let s = stdout(&o);
-        Reply {
-            code: o.status.code().unwrap_or(-1),
-            out: if s.trim().is_empty() {
-                Value::Null
-            } else {
-                serde_json::from_str(s.trim()).unwrap_or_else(|e| panic!("{s:?}: {e}"))
-            },
-            err: stderr(&o),
-        }
+        Reply::of(c, conf)
     }
 
     fn pipe(&self, cmd: &str, conf: &Value, cid: &str, netns: &str, ifname: &str) -> Reply {
@@ -709,6 +714,439 @@ fn runtime_capabilities_and_cni_args() {
     assert_eq!(res["interfaces"][1]["mac"], "02:00:00:00:90:50");
     cni.pipe("DEL", &conf, "c2", &c.path(), "eth0").ok();
     assert!(cni.held("n10").is_empty());
+}
+
+// host-local in process: pipe answers host-local requests itself, sharing the
+// reference plugin's store. These tests hold it to the reference 1.1.1 in
+// /usr/lib/cni: the same files, the same answers, one data directory for both.
+
+impl Cni {
+    /// The reference host-local itself (not through CNI_PATH): IPAM only.
+    fn host_local(&self, cmd: &str, conf: &Value, cid: &str, ifname: &str, args: &str) -> Reply {
+        let mut c = Command::new(format!("{REF}/host-local"));
+        c.env("CNI_COMMAND", cmd)
+            .env("CNI_CONTAINERID", cid)
+            .env("CNI_NETNS", "/var/run/netns/unused")
+            .env("CNI_IFNAME", ifname)
+            .env("CNI_ARGS", args)
+            .env("CNI_PATH", REF);
+        Reply::of(c, conf)
+    }
+
+    /// A `host-local` first in CNI_PATH that logs each call and runs the
+    /// reference one: what pipe exec'd.
+    fn spy_host_local(&self) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let log = self.dir.join("spy.log");
+        let bin = self.dir.join("bin/host-local");
+        std::fs::write(
+            &bin,
+            format!(
+                "#!/bin/sh\necho \"$CNI_COMMAND $CNI_CONTAINERID\" >>{}\nexec {REF}/host-local\n",
+                log.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        log
+    }
+}
+
+fn spied(log: &Path) -> Vec<String> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// A host-local store: the directory's mode, then each entry's name, mode
+/// and content, sorted by name.
+fn store(dir: &Path) -> Vec<(String, u32, Vec<u8>)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::symlink_metadata(p).unwrap().permissions().mode();
+    let mut v = vec![(".".to_string(), mode(dir), Vec::new())];
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    for n in names {
+        let p = dir.join(&n);
+        let content = if p.is_dir() {
+            Vec::new()
+        } else {
+            std::fs::read(&p).unwrap()
+        };
+        v.push((n, mode(&p), content));
+    }
+    v
+}
+
+/// The IPAM part of a result: ips (without pipe's interface index), routes, dns.
+fn ipam_part(r: &Value) -> Value {
+    let mut ips = r["ips"].clone();
+    for ip in ips.as_array_mut().unwrap() {
+        ip.as_object_mut().unwrap().remove("interface");
+    }
+    json!({"ips": ips, "routes": r["routes"], "dns": r["dns"]})
+}
+
+fn held_ips(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// The same requests to pipe (one data directory) and to the reference
+/// plugin (another): the same answers, errors, and files byte for byte
+/// (names, contents, modes, the lock and last_reserved_ip files), through
+/// requested addresses, wrap-around, a full range and a release; and pipe
+/// never ran the plugin.
+#[test]
+fn host_local_in_process_matches_the_reference_byte_for_byte() {
+    let cni = Cni::new();
+    let spy = cni.spy_host_local();
+    // One container per attachment: each gets the same routes.
+    let cs: Vec<Ns> = (0..7).map(|_| Ns::new("cnc")).collect();
+    let br = unique("brc");
+    let resolv = cni.dir.join("resolv.conf");
+    std::fs::write(
+        &resolv,
+        "# test\nnameserver 10.93.0.53\nsearch a.example b.example\noptions ndots:2\ndomain a.example\n",
+    )
+    .unwrap();
+    let (a, b) = (cni.dir.join("ipam-pipe"), cni.dir.join("ipam-ref"));
+    let conf = |data: &Path| {
+        json!({"cniVersion": "1.0.0", "name": "n13", "type": "pipe", "host": br,
+            "ipam": {"type": "host-local", "dataDir": data,
+                "ranges": [[{"subnet": "10.93.0.0/24", "rangeStart": "10.93.0.10", "rangeEnd": "10.93.0.12"}],
+                           [{"subnet": "fd93::/120"}]],
+                "routes": [{"dst": "0.0.0.0/0"}, {"dst": "10.200.0.0/16", "gw": "10.93.0.1"}],
+                "resolvConf": resolv}})
+    };
+    let (pa, pb) = (conf(&a), conf(&b));
+    // (container ID, CNI_ARGS, what the reference answers)
+    let steps = [
+        ("c1", "", Some(["10.93.0.10/24", "fd93::2/120"])),
+        (
+            "c2",
+            "IP=10.93.0.12",
+            Some(["10.93.0.12/24", "fd93::3/120"]),
+        ),
+        // After the last reserved .12 the walk wraps to .10 (taken) and .11.
+        (
+            "c3",
+            "IgnoreUnknown=1;K8S_POD_NAME=x;IP=fd93::50",
+            Some(["10.93.0.11/24", "fd93::50/120"]),
+        ),
+        ("c4", "", None),
+    ];
+    for (i, (cid, args, want)) in steps.iter().enumerate() {
+        let (c, ifname) = (&cs[i], format!("net{i}"));
+        let mine = cni.exec(
+            "pipe",
+            "ADD",
+            &pa,
+            cid,
+            &c.path(),
+            &ifname,
+            &[("CNI_ARGS", args)],
+        );
+        let theirs = cni.host_local("ADD", &pb, cid, &ifname, args);
+        match want {
+            Some(w) => {
+                let t = theirs.ok();
+                assert_eq!(ipam_part(mine.ok()), ipam_part(t), "{cid}");
+                let got: Vec<&str> = t["ips"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|i| i["address"].as_str().unwrap())
+                    .collect();
+                assert_eq!(&got, w, "{cid}");
+                assert_eq!(t["dns"]["nameservers"], json!(["10.93.0.53"]));
+            }
+            None => {
+                // The range is full: the plugin's own error, code and message.
+                assert_eq!(theirs.code, 1);
+                assert_eq!(theirs.out["code"], 999);
+                let msg = theirs.out["msg"].as_str().unwrap();
+                assert!(
+                    msg.contains("no IP addresses available in range set: 10.93.0.10-10.93.0.12")
+                );
+                mine.error(999, &format!("IPAM plugin host-local (ADD): {msg}"));
+                assert!(!c.links().contains(&ifname), "{:?}", c.links());
+            }
+        }
+        assert_eq!(store(&a.join("n13")), store(&b.join("n13")), "after {cid}");
+    }
+    // A second ADD of the same attachment: the plugin's refusal, from both.
+    let theirs = cni.host_local("ADD", &pb, "c1", "net0", "");
+    let msg = theirs.out["msg"].as_str().unwrap();
+    assert!(
+        msg.contains("10.93.0.10 has been allocated to c1, duplicate allocation is not allowed"),
+        "{msg}"
+    );
+    cni.exec("pipe", "ADD", &pa, "c1", &cs[5].path(), "net0", &[])
+        .error(999, &format!("IPAM plugin host-local (ADD): {msg}"));
+    assert_eq!(store(&a.join("n13")), store(&b.join("n13")));
+    // DEL releases the same files; the next ADD continues from the same place.
+    cni.pipe("DEL", &pa, "c2", &cs[1].path(), "net1").ok();
+    cni.host_local("DEL", &pb, "c2", "net1", "").ok();
+    assert_eq!(store(&a.join("n13")), store(&b.join("n13")));
+    let mine = cni.pipe("ADD", &pa, "c5", &cs[6].path(), "net5");
+    let theirs = cni.host_local("ADD", &pb, "c5", "net5", "");
+    assert_eq!(ipam_part(mine.ok()), ipam_part(theirs.ok()));
+    assert_eq!(theirs.out["ips"][0]["address"], "10.93.0.12/24");
+    assert_eq!(store(&a.join("n13")), store(&b.join("n13")));
+    // The data directory itself as the plugin makes it.
+    assert_eq!(store(&a)[0].1, store(&b)[0].1);
+    assert!(
+        spied(&spy).is_empty(),
+        "pipe ran the plugin: {:?}",
+        spied(&spy)
+    );
+    for (i, cid, ifname) in [(0, "c1", "net0"), (2, "c3", "net2"), (6, "c5", "net5")] {
+        cni.pipe("DEL", &pa, cid, &cs[i].path(), ifname).ok();
+    }
+    assert!(held_ips(&a.join("n13")).is_empty());
+    for c in &cs {
+        assert_eq!(c.links(), ["lo"]);
+    }
+}
+
+/// pipe and the reference plugins on one data directory: addresses never
+/// collide, either one refuses an attachment the other already served, and
+/// either one releases what the other reserved (also the old one-line format).
+#[test]
+fn host_local_shared_with_the_reference_plugins() {
+    let cni = Cni::new();
+    let spy = cni.spy_host_local();
+    let br = unique("brc");
+    let c = Ns::new("cnc");
+    // No routes: several interfaces share one container here.
+    let mut conf = cni.bridge_conf("n14", &br, "10.94.0.0/24");
+    conf["ipam"].as_object_mut().unwrap().remove("routes");
+    let mut hl = conf.clone();
+    hl.as_object_mut().unwrap().remove("type");
+    let dir = cni.dir.join("ipam/n14");
+    let addr = |r: &Reply| r.ok()["ips"][0]["address"].as_str().unwrap().to_string();
+    assert_eq!(
+        addr(&cni.pipe("ADD", &conf, "p1", &c.path(), "eth0")),
+        "10.94.0.2/24"
+    );
+    assert_eq!(
+        addr(&cni.host_local("ADD", &hl, "h1", "eth0", "")),
+        "10.94.0.3/24"
+    );
+    assert_eq!(
+        addr(&cni.pipe("ADD", &conf, "p2", &c.path(), "eth1")),
+        "10.94.0.4/24"
+    );
+    // The reference bridge plugin (which runs host-local) on the same network.
+    let b = Ns::new("cnc");
+    let bridge = json!({"cniVersion": "1.0.0", "name": "n14", "type": "bridge",
+        "bridge": unique("brr"), "ipam": conf["ipam"]});
+    let rb = cni.exec("bridge", "ADD", &bridge, "b1", &b.path(), "eth0", &[]);
+    assert_eq!(rb.ok()["ips"][0]["address"], "10.94.0.5/24");
+    assert_eq!(
+        addr(&cni.pipe("ADD", &conf, "p3", &c.path(), "eth2")),
+        "10.94.0.6/24"
+    );
+    assert_eq!(
+        held_ips(&dir),
+        [
+            "10.94.0.2",
+            "10.94.0.3",
+            "10.94.0.4",
+            "10.94.0.5",
+            "10.94.0.6"
+        ]
+    );
+    // A second ADD of an attachment the other one served.
+    let r = cni.host_local("ADD", &hl, "p2", "eth1", "");
+    assert_eq!(r.out["code"], 999, "{r:?}");
+    assert!(
+        r.out["msg"]
+            .as_str()
+            .unwrap()
+            .contains("10.94.0.4 has been allocated to p2")
+    );
+    let c2 = Ns::new("cnc");
+    cni.pipe("ADD", &conf, "h1", &c2.path(), "eth0").error(
+        999,
+        "IPAM plugin host-local (ADD): failed to allocate for range 0: 10.94.0.3 has been allocated to h1, duplicate allocation is not allowed",
+    );
+    assert_eq!(c2.links(), ["lo"]);
+    // The plugin releases pipe's address, pipe the plugin's.
+    cni.host_local("DEL", &hl, "p1", "eth0", "").ok();
+    cni.pipe("DEL", &conf, "h1", &c2.path(), "eth0").ok();
+    assert_eq!(held_ips(&dir), ["10.94.0.4", "10.94.0.5", "10.94.0.6"]);
+    // CHECK: pipe's own (which asks host-local) passes while the plugin holds
+    // the address, fails once the plugin released it.
+    let res = cni.pipe("DEL", &conf, "p1", &c.path(), "eth0");
+    res.ok();
+    let r3 = cni.pipe("ADD", &conf, "p4", &c.path(), "eth3");
+    let mut chk = conf.clone();
+    chk["prevResult"] = r3.ok().clone();
+    cni.pipe("CHECK", &chk, "p4", &c.path(), "eth3").ok();
+    cni.host_local("CHECK", &hl, "p4", "eth3", "").ok();
+    cni.host_local("DEL", &hl, "p4", "eth3", "").ok();
+    cni.pipe("CHECK", &chk, "p4", &c.path(), "eth3").error(
+        999,
+        "IPAM plugin host-local (CHECK): host-local: Failed to find address added by container p4",
+    );
+    // The one-line format of older host-local versions: released by ID alone.
+    std::fs::write(dir.join("10.94.0.200"), "old1").unwrap();
+    cni.pipe("DEL", &conf, "old1", "", "eth7").ok();
+    assert!(!dir.join("10.94.0.200").exists());
+    cni.exec("bridge", "DEL", &bridge, "b1", &b.path(), "eth0", &[])
+        .ok();
+    for (cid, ifname) in [("p2", "eth1"), ("p3", "eth2"), ("p4", "eth3")] {
+        cni.pipe("DEL", &conf, cid, &c.path(), ifname).ok();
+    }
+    assert!(held_ips(&dir).is_empty(), "{:?}", held_ips(&dir));
+    assert_eq!(c.links(), ["lo"]);
+    // The bridge plugin ran host-local (through CNI_PATH); pipe never did.
+    assert_eq!(spied(&spy), ["ADD b1", "DEL b1"]);
+}
+
+/// 40 ADDs at once on a range of 24 addresses, half by pipe, half by the
+/// reference plugin, on one data directory: 24 distinct addresses, each file
+/// naming the one attachment that got it, the other 16 told the range is full.
+#[test]
+fn host_local_parallel_adds_of_pipe_and_the_plugin_never_share_an_address() {
+    let cni = Cni::new();
+    let br = unique("brc");
+    let c = Ns::new("cnc");
+    let conf = json!({"cniVersion": "1.0.0", "name": "n15", "type": "pipe", "host": br,
+        "ipam": {"type": "host-local", "dataDir": cni.ipam_dir(),
+            "ranges": [[{"subnet": "10.95.0.0/24", "rangeStart": "10.95.0.10", "rangeEnd": "10.95.0.33"}]]}});
+    let mut hl = conf.clone();
+    hl.as_object_mut().unwrap().remove("type");
+    // One bridge made before, so that the ADDs do not race to create it.
+    cni.host.ip(&["link", "add", &br, "type", "bridge"]);
+    let go = std::sync::Barrier::new(40);
+    let replies: Vec<(String, String, Reply)> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..40)
+            .map(|i| {
+                let (cni, c, conf, hl, go) = (&cni, &c, &conf, &hl, &go);
+                s.spawn(move || {
+                    go.wait();
+                    if i % 2 == 0 {
+                        let (cid, ifname) = (format!("p{i}"), format!("e{i}"));
+                        let r = cni.exec(
+                            "pipe",
+                            "ADD",
+                            conf,
+                            &cid,
+                            &c.path(),
+                            &ifname,
+                            &[("PIPE_CNI_LOCK_WAIT", "120")],
+                        );
+                        (cid, ifname, r)
+                    } else {
+                        let cid = format!("h{i}");
+                        let r = cni.host_local("ADD", hl, &cid, "eth0", "");
+                        (cid, "eth0".to_string(), r)
+                    }
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let dir = cni.dir.join("ipam/n15");
+    let mut got = Vec::new();
+    let mut full = 0;
+    for (cid, ifname, r) in &replies {
+        if r.code == 0 {
+            let a = r.out["ips"][0]["address"].as_str().unwrap();
+            let ip = a.trim_end_matches("/24").to_string();
+            // The file names exactly this attachment.
+            assert_eq!(
+                std::fs::read(dir.join(&ip)).unwrap(),
+                format!("{cid}\r\n{ifname}").into_bytes(),
+                "{ip}"
+            );
+            if cid.starts_with('p') {
+                assert_eq!(addrs(&c, ifname), [a], "{cid}");
+            }
+            got.push(ip);
+        } else {
+            assert_eq!(r.out["code"], 999, "{cid}: {r:?}");
+            let msg = r.out["msg"].as_str().unwrap();
+            assert!(
+                msg.contains("no IP addresses available in range set: 10.95.0.10-10.95.0.33"),
+                "{cid}: {msg}"
+            );
+            full += 1;
+        }
+    }
+    got.sort();
+    let n = got.len();
+    got.dedup();
+    assert_eq!(got.len(), n, "an address was handed out twice: {got:?}");
+    assert_eq!((n, full), (24, 16));
+    assert_eq!(held_ips(&dir), got);
+    // Failed ADDs of pipe left no interface.
+    let pipes_ok = replies
+        .iter()
+        .filter(|(cid, _, r)| cid.starts_with('p') && r.code == 0)
+        .count();
+    assert_eq!(c.links().len(), 1 + pipes_ok, "{:?}", c.links());
+    // pipe's DEL releases every one of them, its own and the plugin's.
+    for (cid, ifname, _) in &replies {
+        cni.pipe("DEL", &conf, cid, &c.path(), ifname).ok();
+    }
+    assert!(held_ips(&dir).is_empty(), "{:?}", held_ips(&dir));
+    assert_eq!(c.links(), ["lo"]);
+}
+
+/// An ipam option pipe does not implement: the plugin itself runs (ADD, CHECK
+/// and DEL), and the attachment works as before.
+#[test]
+fn host_local_options_pipe_does_not_read_go_to_the_plugin() {
+    let cni = Cni::new();
+    let spy = cni.spy_host_local();
+    let br = unique("brc");
+    let c = Ns::new("cnc");
+    let mut conf = cni.bridge_conf("n16", &br, "10.96.0.0/24");
+    conf["ipam"]["someFutureOption"] = json!(true);
+    let res = cni.pipe("ADD", &conf, "f1", &c.path(), "eth0").ok().clone();
+    assert_eq!(res["ips"][0]["address"], "10.96.0.2/24");
+    assert_eq!(addrs(&c, "eth0"), ["10.96.0.2/24"]);
+    let mut chk = conf.clone();
+    chk["prevResult"] = res;
+    cni.pipe("CHECK", &chk, "f1", &c.path(), "eth0").ok();
+    cni.pipe("DEL", &conf, "f1", &c.path(), "eth0").ok();
+    assert_eq!(spied(&spy), ["ADD f1", "CHECK f1", "DEL f1"]);
+    assert!(cni.held("n16").is_empty());
+    // CNI_ARGS the plugin refuses: its refusal, not pipe's guess.
+    let conf = cni.bridge_conf("n16", &br, "10.96.0.0/24");
+    cni.exec(
+        "pipe",
+        "ADD",
+        &conf,
+        "f2",
+        &c.path(),
+        "eth0",
+        &[("CNI_ARGS", "K8S_POD_NAME=x")],
+    )
+    .error(999, "ARGS: unknown args");
+    assert_eq!(spied(&spy).len(), 4);
+    // Without the option: in process, the plugin not run.
+    cni.pipe("ADD", &conf, "f3", &c.path(), "eth0").ok();
+    cni.pipe("DEL", &conf, "f3", &c.path(), "eth0").ok();
+    assert_eq!(spied(&spy).len(), 4);
+    assert_eq!(c.links(), ["lo"]);
 }
 
 /// The `config: |` block of a NetworkAttachmentDefinition in contrib/cni/

@@ -53,6 +53,8 @@ pub struct Env {
     pub netns: Option<PathBuf>,
     pub ifname: Option<String>,
     pub args: Vec<(String, String)>,
+    /// CNI_ARGS as given, for host-local in process (which reads it as the plugin).
+    pub args_raw: Option<String>,
     pub path: Vec<PathBuf>,
 }
 
@@ -64,6 +66,7 @@ impl Env {
             netns: get("CNI_NETNS").map(PathBuf::from),
             ifname: get("CNI_IFNAME"),
             args: get("CNI_ARGS").map(|a| parse_args(&a)).unwrap_or_default(),
+            args_raw: get("CNI_ARGS"),
             path: get("CNI_PATH")
                 .map(|p| {
                     p.split(':')

@@ -1,6 +1,8 @@
-//! Delegation to the IPAM plugin named in the config's `ipam.type` (host-local,
-//! static, dhcp...), found in CNI_PATH and run with the same environment and
-//! the same network configuration on stdin, as the spec prescribes.
+//! The IPAM plugin named in the config's `ipam.type`: `host-local` in process
+//! (see [`super::hostlocal`]) when pipe reads the request exactly as the
+//! plugin would; otherwise, and for every other type (static, dhcp...), the
+//! plugin found in CNI_PATH, run with the same environment and the same
+//! network configuration on stdin, as the spec prescribes.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -9,6 +11,7 @@ use std::process::{Command as Proc, Stdio};
 use log::debug;
 use serde_json::Value;
 
+use super::hostlocal::{self, Failure, Request};
 use super::result::{CniError, CniResult, code};
 
 /// Find `kind` in the CNI_PATH directories.
@@ -32,12 +35,76 @@ pub struct Call<'a> {
     pub ifname: &'a str,
     /// `None` keeps this process's CNI_NETNS (empty for a DEL without one).
     pub netns: Option<&'a str>,
+    /// The raw CNI_ARGS the plugin would see (this process's own).
+    pub args: Option<&'a str>,
 }
 
-/// Run the IPAM plugin `kind` with `stdin`; its stdout on success. A plugin
+/// The request, when host-local can answer it in process.
+fn in_process(kind: &str, call: &Call<'_>, stdin: &[u8], ver: &str) -> Option<Request> {
+    if kind != "host-local" {
+        return None;
+    }
+    // The plugin's skeleton refuses CHECK before 0.4.0: its error, not ours.
+    if call.command == "CHECK" && matches!(ver, "0.1.0" | "0.2.0" | "0.3.0" | "0.3.1") {
+        return None;
+    }
+    let r = hostlocal::config::check_call(call.container_id, call.ifname)
+        .and_then(|()| Request::parse(stdin, call.args));
+    match r {
+        Ok(r) => Some(r),
+        Err(why) => {
+            debug!("cni: host-local: {}; running the plugin", why.0);
+            None
+        }
+    }
+}
+
+/// Can ADD get addresses from `kind` (for STATUS)? host-local in process
+/// needs no plugin in CNI_PATH.
+pub fn available(kind: &str, path: &[PathBuf], stdin: &[u8], args: Option<&str>) -> bool {
+    (kind == "host-local" && Request::parse(stdin, args).is_ok()) || find(kind, path).is_some()
+}
+
+/// An error of host-local in process, as the plugin's reaches pipe.
+fn plugin_error(kind: &str, call: &Call<'_>, ver: &str, msg: String) -> CniError {
+    CniError::new(
+        ver,
+        code::PLUGIN_INTERNAL,
+        format!("IPAM plugin {kind} ({}): {msg}", call.command),
+    )
+}
+
+/// DEL and CHECK (and anything else): in process or by the plugin; the
+/// plugin's stdout, if any.
+pub fn run(
+    kind: &str,
+    path: &[PathBuf],
+    call: &Call<'_>,
+    stdin: &[u8],
+    ver: &str,
+) -> Result<Option<Value>, CniError> {
+    if let Some(req) = in_process(kind, call, stdin, ver) {
+        let r = match call.command {
+            "DEL" => Some(hostlocal::del(&req, call.container_id, call.ifname)),
+            "CHECK" => Some(hostlocal::check(&req, call.container_id, call.ifname)),
+            _ => None,
+        };
+        match r {
+            Some(Ok(())) => return Ok(None),
+            Some(Err(Failure::Plugin(m))) => return Err(plugin_error(kind, call, ver, m)),
+            Some(Err(Failure::Fallback(why))) => {
+                debug!("cni: host-local: {}; running the plugin", why.0)
+            }
+            None => {}
+        }
+    }
+    exec(kind, path, call, stdin, ver)
+}
+
+/// Run the IPAM plugin `kind` itself with `stdin`; its stdout on success. A plugin
 /// older than the config (host-local 1.1.1 knows spec 1.0.0 at most) is asked
 /// again in 1.0.0, whose IPAM results have the same shape.
-pub fn exec(
+fn exec(
     kind: &str,
     path: &[PathBuf],
     call: &Call<'_>,
@@ -143,6 +210,15 @@ pub fn add(
     stdin: &[u8],
     ver: &str,
 ) -> Result<CniResult, CniError> {
+    if let Some(req) = in_process(kind, call, stdin, ver) {
+        match hostlocal::add(&req, call.container_id, call.ifname) {
+            Ok(r) => return Ok(r),
+            Err(Failure::Plugin(m)) => return Err(plugin_error(kind, call, ver, m)),
+            Err(Failure::Fallback(why)) => {
+                debug!("cni: host-local: {}; running the plugin", why.0)
+            }
+        }
+    }
     let v = exec(kind, path, call, stdin, ver)?.ok_or_else(|| {
         CniError::new(
             ver,

@@ -8,6 +8,7 @@
 //! `pipe: ` line on stderr for the runtime's log.
 
 pub mod config;
+pub mod hostlocal;
 pub mod ipam;
 pub mod result;
 pub mod store;
@@ -208,18 +209,19 @@ impl Ctx<'_> {
         }
     }
 
-    fn ipam_call<'b>(&self, command: &'b str, cid: &'b str, ifname: &'b str) -> ipam::Call<'b> {
+    fn ipam_call<'b>(&'b self, command: &'b str, cid: &'b str, ifname: &'b str) -> ipam::Call<'b> {
         ipam::Call {
             command,
             container_id: cid,
             ifname,
             netns: None,
+            args: self.env.args_raw.as_deref(),
         }
     }
 
-    /// Run the IPAM plugin `kind` for `command` on a thread of its own, beside
-    /// the namespace work (it is a process of its own); `f` is `ipam::add` or
-    /// `ipam::exec`.
+    /// Run IPAM `kind` for `command` on a thread of its own, beside the
+    /// namespace work (the plugin, when it is run, is a process of its own);
+    /// `f` is `ipam::add` or `ipam::run`.
     fn ipam_thread<T: Send + 'static>(
         &self,
         kind: &str,
@@ -229,13 +231,14 @@ impl Ctx<'_> {
         ver: &str,
         f: fn(&str, &[std::path::PathBuf], &ipam::Call<'_>, &[u8], &str) -> T,
     ) -> std::thread::JoinHandle<T> {
-        let (kind, path, cid, ifname, raw, ver) = (
+        let (kind, path, cid, ifname, raw, ver, args) = (
             kind.to_string(),
             self.env.path.clone(),
             cid.to_string(),
             ifname.to_string(),
             self.raw.to_vec(),
             ver.to_string(),
+            self.env.args_raw.clone(),
         );
         std::thread::spawn(move || {
             let call = ipam::Call {
@@ -243,6 +246,7 @@ impl Ctx<'_> {
                 container_id: &cid,
                 ifname: &ifname,
                 netns: None,
+                args: args.as_deref(),
             };
             f(&kind, &path, &call, &raw, &ver)
         })
@@ -499,7 +503,7 @@ impl Ctx<'_> {
     /// Release an IPAM allocation, best effort (after a failed ADD, in GC).
     fn release(&self, kind: &str, cid: &str, ifname: &str, conf: &[u8]) {
         let call = self.ipam_call("DEL", cid, ifname);
-        if let Err(e) = ipam::exec(kind, &self.env.path, &call, conf, self.ver) {
+        if let Err(e) = ipam::run(kind, &self.env.path, &call, conf, self.ver) {
             warn!("cni: releasing the {kind} address of {cid}/{ifname}: {e}");
         }
     }
@@ -586,7 +590,7 @@ impl Ctx<'_> {
         let release = self
             .conf
             .ipam_type()
-            .map(|kind| self.ipam_thread(kind, "DEL", cid, cni_ifname.as_str(), ver, ipam::exec));
+            .map(|kind| self.ipam_thread(kind, "DEL", cid, cni_ifname.as_str(), ver, ipam::run));
         let torn: CResult<()> = async {
             let host = self.host()?;
             let m = store::load(net, cid, cni_ifname.as_str()).map_err(|e| {
@@ -673,7 +677,7 @@ impl Ctx<'_> {
             })?;
         if let Some(kind) = self.conf.ipam_type() {
             let call = self.ipam_call("CHECK", cid, cni_ifname.as_str());
-            ipam::exec(kind, &self.env.path, &call, self.raw, ver)?;
+            ipam::run(kind, &self.env.path, &call, self.raw, ver)?;
         }
         let ns = Netns::open(&netns_path).map_err(|e| {
             self.err(
@@ -810,7 +814,7 @@ impl Ctx<'_> {
             {
                 let body = serde_json::to_vec(&m.config).unwrap_or_default();
                 let call = self.ipam_call("DEL", &m.container_id, &m.ifname);
-                if let Err(e) = ipam::exec(kind, &self.env.path, &call, &body, self.ver) {
+                if let Err(e) = ipam::run(kind, &self.env.path, &call, &body, self.ver) {
                     fails.push(format!("{}/{}: {e}", m.container_id, m.ifname));
                     continue;
                 }
@@ -854,7 +858,7 @@ impl Ctx<'_> {
             }
         }
         if let Some(kind) = self.conf.ipam_type()
-            && ipam::find(kind, &self.env.path).is_none()
+            && !ipam::available(kind, &self.env.path, self.raw, self.env.args_raw.as_deref())
         {
             return Err(na(format!("IPAM plugin {kind} is not in CNI_PATH")));
         }

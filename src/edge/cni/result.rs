@@ -41,6 +41,9 @@ pub mod code {
     pub const TEARDOWN: u32 = 104;
     /// pipe's CNI state could not be read or written.
     pub const STATE: u32 = 105;
+    /// What the reference plugins answer for their own failures (libcni's
+    /// ErrInternal): host-local in process answers with it too (range full...).
+    pub const PLUGIN_INTERNAL: u32 = 999;
 }
 
 /// A CNI error result: printed on stdout, exit status 1.
