@@ -162,8 +162,12 @@ impl Exec<'_> {
             // IPv4: let the kernel send it (no AF_PACKET socket to close);
             // devices that cannot re-set their MAC fall back to a frame.
             Some(mac)
-                if addr.is_ipv4() && self.guest.kernel_arp_announce(l.index, mac).await.is_ok() => {
-            }
+                if addr.is_ipv4()
+                    && if self.arp_notify {
+                        self.guest.reset_mac(l.index, mac).await.is_ok()
+                    } else {
+                        self.guest.kernel_arp_announce(l.index, mac).await.is_ok()
+                    } => {}
             Some(mac) => {
                 if let Err(e) =
                     crate::sys::announce::announce(&self.target.netns, l.index, mac, *addr)

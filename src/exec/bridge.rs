@@ -115,7 +115,7 @@ impl Exec<'_> {
         let guest_up = async {
             let l = self.guest_link_named(guest).await?;
             self.guest
-                .set_alias(l.index, &tag, Some(true))
+                .tag_guest_link(l.index, &tag, Some(true))
                 .await
                 .map_err(|c| {
                     Error::kernel(format!("bringing {guest} up in container {label}"), c)
@@ -124,6 +124,7 @@ impl Exec<'_> {
         };
         let (h, g) = futures::join!(host_tag, guest_up);
         self.guest_link = Some(g?);
+        self.arp_notify = true;
         h
     }
 

@@ -92,6 +92,7 @@ pub async fn apply(
         store,
         host_index: HashMap::new(),
         guest_link: None,
+        arp_notify: false,
         adopted: false,
         leased: None,
     };
@@ -150,6 +151,9 @@ struct Exec<'a> {
     /// Indexes of host links created by this run.
     host_index: HashMap<IfName, u32>,
     guest_link: Option<Link>,
+    /// This run turned the container interface's arp_notify on when it tagged
+    /// it: announcing IPv4 is then only the MAC re-set.
+    arp_notify: bool,
     /// The container interface existed before this run (idempotent re-run).
     adopted: bool,
     leased: Option<crate::sys::dhcp::Lease>,
@@ -183,9 +187,11 @@ impl Exec<'_> {
         let label = &self.target.label;
         let tag = self.id.tag();
         self.guest
-            .set_alias(idx, &tag, None)
+            .tag_guest_link(idx, &tag, None)
             .await
-            .map_err(|c| Error::kernel(format!("tagging {guest} in container {label}"), c))
+            .map_err(|c| Error::kernel(format!("tagging {guest} in container {label}"), c))?;
+        self.arp_notify = true;
+        Ok(())
     }
 
     /// Create bridge `name` and tag it shared, or join it when another run

@@ -548,29 +548,31 @@ impl Netlink {
     /// Two requests: do_setlink applies IFLA_ADDRESS before IFLA_AF_SPEC.
     pub async fn kernel_arp_announce(&self, index: u32, mac: Mac) -> NlResult<()> {
         debug!("netlink: arp_notify on #{index}, then re-set its MAC {mac}");
-        const IFLA_AF_SPEC: u16 = 26;
-        const AF_INET: u16 = 2;
-        const IFLA_INET_CONF: u16 = 1;
-        const IPV4_DEVCONF_ARP_NOTIFY: u16 = 22;
-        let nla = |kind: u16, body: &[u8]| {
-            let mut v = ((4 + body.len()) as u16).to_ne_bytes().to_vec();
-            v.extend_from_slice(&kind.to_ne_bytes());
-            v.extend_from_slice(body);
-            v
-        };
-        let conf = nla(IPV4_DEVCONF_ARP_NOTIFY, &1u32.to_ne_bytes());
-        let inet = nla(AF_INET, &nla(IFLA_INET_CONF, &conf));
         let mut m = LinkMessage::default();
         m.header.index = index;
-        m.attributes
-            .push(LinkAttribute::Other(netlink_packet_core::DefaultNla::new(
-                IFLA_AF_SPEC,
-                inet,
-            )));
+        m.attributes.push(arp_notify_on());
         self.ack(RouteNetlinkMessage::SetLink(m), 0).await?;
+        self.reset_mac(index, mac).await
+    }
+
+    /// Set the MAC a link has: with arp_notify on (see
+    /// [`Netlink::tag_guest_link`]), the kernel sends a gratuitous ARP.
+    pub async fn reset_mac(&self, index: u32, mac: Mac) -> NlResult<()> {
         let mut m = LinkMessage::default();
         m.header.index = index;
         m.attributes.push(LinkAttribute::Address(mac.0.to_vec()));
+        self.ack(RouteNetlinkMessage::SetLink(m), 0).await
+    }
+
+    /// Tag a container link and bring it up (or leave its state), in one
+    /// request that also turns its arp_notify on: the IPv4 announcement that
+    /// comes later is then one request, the MAC re-set
+    /// ([`Netlink::reset_mac`]). With arp_notify on and no address yet,
+    /// coming up announces nothing.
+    pub async fn tag_guest_link(&self, index: u32, alias: &str, up: Option<bool>) -> NlResult<()> {
+        debug!("netlink: set link #{index} alias {alias:?} up={up:?} arp_notify=1");
+        let mut m = alias_message(index, alias, up);
+        m.attributes.push(arp_notify_on());
         self.ack(RouteNetlinkMessage::SetLink(m), 0).await
     }
 
@@ -917,15 +919,7 @@ impl Netlink {
     /// ignores the alias in RTM_NEWLINK, so it takes a RTM_SETLINK of its own.
     pub async fn set_alias(&self, index: u32, alias: &str, up: Option<bool>) -> NlResult<()> {
         debug!("netlink: set link #{index} alias {alias:?} up={up:?}");
-        let mut m = LinkMessage::default();
-        m.header.index = index;
-        if let Some(up) = up {
-            m.header.change_mask = LinkFlags::Up;
-            if up {
-                m.header.flags = LinkFlags::Up;
-            }
-        }
-        m.attributes.push(LinkAttribute::IfAlias(alias.to_string()));
+        let m = alias_message(index, alias, up);
         self.ack(RouteNetlinkMessage::SetLink(m), 0).await
     }
 
@@ -1096,4 +1090,37 @@ fn address_message(index: u32, net: IpNetwork) -> netlink_packet_route::address:
     m.header.index = index;
     m.attributes.push(AddressAttribute::Local(net.ip()));
     m
+}
+
+/// RTM_SETLINK body: alias, and the up flag when given.
+fn alias_message(index: u32, alias: &str, up: Option<bool>) -> LinkMessage {
+    let mut m = LinkMessage::default();
+    m.header.index = index;
+    if let Some(up) = up {
+        m.header.change_mask = LinkFlags::Up;
+        if up {
+            m.header.flags = LinkFlags::Up;
+        }
+    }
+    m.attributes.push(LinkAttribute::IfAlias(alias.to_string()));
+    m
+}
+
+/// IFLA_AF_SPEC { AF_INET { IFLA_INET_CONF { ARP_NOTIFY = 1 } } }: the
+/// link's net.ipv4.conf.IF.arp_notify, which makes the kernel send a
+/// gratuitous ARP when the link's MAC changes (or it comes up with an address).
+fn arp_notify_on() -> LinkAttribute {
+    const IFLA_AF_SPEC: u16 = 26;
+    const AF_INET: u16 = 2;
+    const IFLA_INET_CONF: u16 = 1;
+    const IPV4_DEVCONF_ARP_NOTIFY: u16 = 22;
+    let nla = |kind: u16, body: &[u8]| {
+        let mut v = ((4 + body.len()) as u16).to_ne_bytes().to_vec();
+        v.extend_from_slice(&kind.to_ne_bytes());
+        v.extend_from_slice(body);
+        v
+    };
+    let conf = nla(IPV4_DEVCONF_ARP_NOTIFY, &1u32.to_ne_bytes());
+    let inet = nla(AF_INET, &nla(IFLA_INET_CONF, &conf));
+    LinkAttribute::Other(netlink_packet_core::DefaultNla::new(IFLA_AF_SPEC, inet))
 }

@@ -40,11 +40,15 @@ const MAX_RECORD: u64 = 256 * 1024;
 
 /// This process, as the writer of a pending record.
 pub fn owner_me() -> Owner {
-    let pid = std::process::id();
-    Owner {
-        pid,
-        start: start_time(pid).unwrap_or(0),
-    }
+    // Read once per process: `pipe apply` journals every attachment.
+    static ME: std::sync::OnceLock<Owner> = std::sync::OnceLock::new();
+    *ME.get_or_init(|| {
+        let pid = std::process::id();
+        Owner {
+            pid,
+            start: start_time(pid).unwrap_or(0),
+        }
+    })
 }
 
 /// Liveness of what a record names, judged by the kernel.
