@@ -6,14 +6,33 @@ use std::io;
 
 use nix::sched::{CloneFlags, unshare};
 
-/// The effective capability set of this process (`CapEff` of /proc/self/status).
+/// The effective capability set of this process, as `CapEff` of
+/// /proc/self/status shows it: one capget(2) (version 3, two 32-bit words).
 pub fn effective_caps() -> io::Result<u64> {
-    let s = std::fs::read_to_string("/proc/self/status")?;
-    let hex = s
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .ok_or_else(|| io::Error::other("no CapEff in /proc/self/status"))?;
-    u64::from_str_radix(hex.trim(), 16).map_err(io::Error::other)
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+    let mut h = Header {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let mut d = [Data::default(); 2];
+    // SAFETY: capget writes two `Data` for version 3 into the array we own.
+    let r = unsafe { libc::syscall(libc::SYS_capget, &mut h as *mut Header, d.as_mut_ptr()) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(u64::from(d[1].effective) << 32 | u64::from(d[0].effective))
 }
 
 pub const CAP_NET_ADMIN: u32 = 12;
@@ -59,4 +78,16 @@ pub fn forward_chain() -> Result<String, String> {
 /// Can this process write into `dir` (`access(2)` with W_OK)?
 pub fn writable(dir: &std::path::Path) -> bool {
     nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    /// capget(2) gives what the kernel shows as `CapEff` (root or not).
+    #[test]
+    fn effective_caps_match_proc_status() {
+        let s = std::fs::read_to_string("/proc/self/status").unwrap();
+        let hex = s.lines().find_map(|l| l.strip_prefix("CapEff:")).unwrap();
+        let want = u64::from_str_radix(hex.trim(), 16).unwrap();
+        assert_eq!(super::effective_caps().unwrap(), want);
+    }
 }

@@ -1,5 +1,6 @@
-//! The async runtime every verb runs on: one thread. Namespaces are entered
-//! only on short-lived threads of their own (see `netns`), never on this one.
+//! The async runtime every verb runs on: one thread. It enters a container's
+//! namespace only inside `netns::run_in`, which opens a socket there and comes
+//! back before returning (no await in between, so no other task runs there).
 
 use crate::domain::error::{Error, Result};
 

@@ -21,14 +21,8 @@ fn bridged_traffic_is_filtered() -> bool {
 
 /// Pipe needs to enter namespaces and change links.
 pub(crate) fn check_privileges() -> Result<()> {
-    const CAP_NET_ADMIN: u32 = 12;
-    const CAP_SYS_ADMIN: u32 = 21;
-    let status = store::read_proc("/proc/self/status").unwrap_or_default();
-    let eff = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        .unwrap_or(0);
+    use crate::sys::probe::{CAP_NET_ADMIN, CAP_SYS_ADMIN, effective_caps};
+    let eff = effective_caps().unwrap_or(0);
     let has = |c: u32| eff & (1 << c) != 0;
     if has(CAP_NET_ADMIN) && has(CAP_SYS_ADMIN) {
         Ok(())
