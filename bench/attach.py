@@ -24,7 +24,9 @@ started before the clock starts. The root namespace is never touched.
              bridge (total wall time and peak RSS of the pipe process).
 --apply-floor also times, interleaved with each `pipe apply`, one `ip -batch` doing the
              kernel's share of the same job (veth pairs born in N fresh containers, host
-             ends in one new bridge, up) and prints pipe's ratio to it.
+             ends in one new bridge, up) and prints pipe's ratio to it; and the kernel work
+             of the apply itself (container ends up with their addresses, announced, which
+             the ip -batch floor leaves out) done by one in-process raw-netlink client.
 --reps R     repetitions of each apply measurement (default 1; median reported).
              With --vs, the other binary's apply runs between pipe's and the floor.
 --no-limit   skip the process limit (on by default).
@@ -214,6 +216,25 @@ def run_apply_floor(n, rep):
         # the host ends went with their containers' namespaces
 
 
+def run_apply_kernel_floor(n, rep):
+    """The kernel work of `pipe apply` itself, without pipe: for n fresh containers, one
+    in-process raw-netlink client (bench/netlink_floor.py) makes what pipe makes, one after
+    the other: veth into the bridge, container end up with arp_notify, its address, the MAC
+    set again (a gratuitous ARP flooded to every port). Timed from outside, per batch."""
+    conts = containers(n)
+    floor = Floor()
+    try:
+        t0 = time.perf_counter_ns()
+        for i, c in enumerate(conts):
+            floor.attach("bridge+announce", c.pid, BR, f"10.66.{100 + i // 250}.{1 + i % 250}/16", "-")
+        return (time.perf_counter_ns() - t0) / 1e6
+    finally:
+        floor.close()
+        for c in conts:
+            c.kill()
+            c.wait()
+
+
 def run_apply(binary, n):
     conts = containers(n)
     path = f"/tmp/pb-apply-{os.getpid()}.toml"
@@ -310,14 +331,15 @@ def main():
         if args.docker:
             results.update(run_docker(binary, args.docker, args.n))
         for n in [int(x) for x in args.apply.split(",") if x]:
-            runs, fl, vruns = [], [], []
+            runs, fl, vruns, kf = [], [], [], []
             for rep in range(args.reps):
                 runs.append(run_apply(binary, n))
                 if vs:
                     vruns.append(run_apply(vs, n))
                 if args.apply_floor:
                     fl.append(run_apply_floor(n, rep))
-            applies[n] = (runs, fl, vruns)
+                    kf.append(run_apply_kernel_floor(n, rep))
+            applies[n] = (runs, fl, vruns, kf)
         libc.setns(root, CLONE_NEWNET)
     finally:
         teardown()
@@ -338,7 +360,7 @@ def main():
               f"pipe {p:.2f} ms = {p / (f + t):.2f}x the limit (target <= 1.5x)")
 
     per, vper = {}, {}
-    for n, (runs, fl, vruns) in applies.items():
+    for n, (runs, fl, vruns, kf) in applies.items():
         for who, rs, pr in (("pipe", runs, per), ("pipe --vs", vruns, vper)):
             if not rs:
                 continue
@@ -349,6 +371,9 @@ def main():
                 fm = statistics.median(fl)
                 line += f"; ip -batch floor {fm:.0f} ms ({fm / n:.2f} ms each): {ms / fm:.2f}x (target <= 2.5x)"
                 pr[n] = (ms / n, fm / n)
+            if kf:
+                km = statistics.median(kf)
+                line += f"; same kernel work in-process {km:.0f} ms ({km / n:.2f} ms each): {ms / km:.2f}x"
             print(line + f" [median of {len(rs)}]")
     for who, pr in (("pipe", per), ("pipe --vs", vper)):
         if len(pr) >= 2:

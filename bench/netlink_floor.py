@@ -17,6 +17,10 @@ container: IFNAME up, address IP/PREFIX, default route via GW.
 Job (variant "macvlan"): macvlan IFNAME (mode bridge) on parent HOSTIF created
 directly inside the container netns, then the same container-side steps.
 
+GW "-" leaves the default route alone. VARIANT "bridge+announce" is the bridge job as
+`pipe apply` does it: the container end comes up with arp_notify on, and its MAC is
+set again after the address (the kernel then sends a gratuitous ARP), as pipe does.
+
 Modes:
   serve BACKEND   read lines "VARIANT NSPATH HOSTIF HOSTVETH IP/PFX GW IFNAME" on
                   stdin, answer "ok <nanoseconds>" or "err <message>" per line;
@@ -47,7 +51,7 @@ NLMSG_ERROR = 2
 RTM_NEWLINK, RTM_GETLINK, RTM_NEWADDR, RTM_NEWROUTE = 16, 18, 20, 24
 NLM_F_REQUEST, NLM_F_ACK = 0x1, 0x4
 NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE = 0x100, 0x200, 0x400
-IFLA_IFNAME, IFLA_LINK, IFLA_MASTER, IFLA_LINKINFO, IFLA_NET_NS_FD = 3, 5, 10, 18, 28
+IFLA_ADDRESS, IFLA_IFNAME, IFLA_LINK, IFLA_MASTER, IFLA_LINKINFO, IFLA_NET_NS_FD = 1, 3, 5, 10, 18, 28
 IFLA_INFO_KIND, IFLA_INFO_DATA = 1, 2
 VETH_INFO_PEER = 1
 IFLA_MACVLAN_MODE, MACVLAN_MODE_BRIDGE = 1, 4
@@ -61,6 +65,10 @@ RT_TABLE_MAIN, RTPROT_BOOT, RT_SCOPE_UNIVERSE, RTN_UNICAST = 254, 3, 0, 1
 def nla(kind, payload):
     length = 4 + len(payload)
     return struct.pack("HH", length, kind) + payload + b"\0" * ((4 - length % 4) % 4)
+
+
+# IFLA_AF_SPEC { AF_INET { IFLA_INET_CONF { IPV4_DEVCONF_ARP_NOTIFY (22) = 1 } } }
+ARP_NOTIFY_ON = nla(26, nla(socket.AF_INET, nla(1, struct.pack("HHI", 8, 22, 1))))
 
 
 def ifinfo(index=0, flags=0, change=0):
@@ -117,6 +125,10 @@ class RawNl:
 
 def attach_raw(host, host_fd, variant, nspath, hostif, hostveth, cidr, gw, ifname):
     ip, plen = cidr.split("/")
+    announce = variant == "bridge+announce"
+    if announce:
+        variant = "bridge"
+        mac = bytes([0x02]) + os.urandom(5)
     nsfd = os.open(nspath, os.O_RDONLY)
     try:
         setns(nsfd)
@@ -129,6 +141,8 @@ def attach_raw(host, host_fd, variant, nspath, hostif, hostveth, cidr, gw, ifnam
             if variant == "bridge":
                 peer = ifinfo() + nla(IFLA_IFNAME, ifname.encode() + b"\0") + \
                     nla(IFLA_NET_NS_FD, struct.pack("I", nsfd))
+                if announce:
+                    peer += nla(IFLA_ADDRESS, mac)
                 info = nla(IFLA_INFO_KIND, b"veth") + nla(IFLA_INFO_DATA, nla(VETH_INFO_PEER, peer))
                 host.newlink(ifinfo(0, IFF_UP, IFF_UP) + nla(IFLA_IFNAME, hostveth.encode() + b"\0")
                              + nla(IFLA_MASTER, struct.pack("I", parent)) + nla(IFLA_LINKINFO, info),
@@ -141,9 +155,15 @@ def attach_raw(host, host_fd, variant, nspath, hostif, hostveth, cidr, gw, ifnam
                              + nla(IFLA_NET_NS_FD, struct.pack("I", nsfd))
                              + nla(IFLA_LINKINFO, info), create=True)
             idx = cont.ifindex(ifname)
-            cont.newlink(ifinfo(idx, IFF_UP, IFF_UP))
+            if announce:
+                cont.newlink(ifinfo(idx, IFF_UP, IFF_UP) + ARP_NOTIFY_ON)
+            else:
+                cont.newlink(ifinfo(idx, IFF_UP, IFF_UP))
             cont.addr_add(idx, ip, int(plen))
-            cont.default_route_replace(idx, gw)
+            if gw != "-":
+                cont.default_route_replace(idx, gw)
+            if announce:
+                cont.newlink(ifinfo(idx) + nla(IFLA_ADDRESS, mac))
         finally:
             cont.close()
     finally:
