@@ -219,9 +219,10 @@ impl Ctx<'_> {
         }
     }
 
-    /// Run IPAM `kind` for `command` on a thread of its own, beside the
-    /// namespace work (the plugin, when it is run, is a process of its own);
-    /// `f` is `ipam::add` or `ipam::run`.
+    /// Run IPAM `kind` for `command`: a plugin that is run (a process of its
+    /// own) on a thread of its own, beside the namespace work; host-local,
+    /// which pipe answers in process with a dozen system calls, right here
+    /// (a thread would cost more than it). `f` is `ipam::add` or `ipam::run`.
     fn ipam_thread<T: Send + 'static>(
         &self,
         kind: &str,
@@ -230,7 +231,17 @@ impl Ctx<'_> {
         ifname: &str,
         ver: &str,
         f: fn(&str, &[std::path::PathBuf], &ipam::Call<'_>, &[u8], &str) -> T,
-    ) -> std::thread::JoinHandle<T> {
+    ) -> Ipam<T> {
+        if kind == "host-local" {
+            let call = ipam::Call {
+                command,
+                container_id: cid,
+                ifname,
+                netns: None,
+                args: self.env.args_raw.as_deref(),
+            };
+            return Ipam::Done(f(kind, &self.env.path, &call, self.raw, ver));
+        }
         let (kind, path, cid, ifname, raw, ver, args) = (
             kind.to_string(),
             self.env.path.clone(),
@@ -240,7 +251,7 @@ impl Ctx<'_> {
             ver.to_string(),
             self.env.args_raw.clone(),
         );
-        std::thread::spawn(move || {
+        Ipam::Thread(std::thread::spawn(move || {
             let call = ipam::Call {
                 command,
                 container_id: &cid,
@@ -249,7 +260,7 @@ impl Ctx<'_> {
                 args: args.as_deref(),
             };
             f(&kind, &path, &call, &raw, &ver)
-        })
+        }))
     }
 
     async fn add(&self) -> CResult<CniResult> {
@@ -889,6 +900,21 @@ fn addr_from_ipam(r: &CniResult) -> std::result::Result<AddrSpec, String> {
         }
     }
     parts.join(",").parse()
+}
+
+/// An IPAM call under way on its thread, or answered already.
+enum Ipam<T> {
+    Done(T),
+    Thread(std::thread::JoinHandle<T>),
+}
+
+impl<T> Ipam<T> {
+    fn join(self) -> std::thread::Result<T> {
+        match self {
+            Ipam::Done(t) => Ok(t),
+            Ipam::Thread(h) => h.join(),
+        }
+    }
 }
 
 #[cfg(test)]
