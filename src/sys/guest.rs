@@ -25,10 +25,14 @@ pub struct Target {
     pub key: String,
     /// Something the operator should know (e.g. a shared namespace).
     pub note: Option<String>,
+    /// The label names this one namespace, not a container across restarts
+    /// (a PID, /proc/PID/ns/net, a CNI container ID): no record of an earlier
+    /// incarnation can carry it, so an attach looks for none.
+    pub once: bool,
 }
 
 pub async fn resolve(guest: &GuestRef, timeout: Duration) -> Result<Target> {
-    let t = match guest {
+    let mut t = match guest {
         GuestRef::Pid(pid) => by_pid(*pid, pid.to_string(), Some(pid.to_string()))?,
         GuestRef::Path(p) => by_path(p)?,
         GuestRef::Name(n) => {
@@ -43,11 +47,19 @@ pub async fn resolve(guest: &GuestRef, timeout: Duration) -> Result<Target> {
                     netns: ns,
                     link_name: None,
                     note: None,
+                    once: false,
                 }
             } else {
                 by_docker(n, timeout).await?
             }
         }
+    };
+    // A PID names one process (a record under the same PID is an unrelated
+    // process that had it before, left to gc).
+    t.once = match guest {
+        GuestRef::Pid(_) => true,
+        GuestRef::Path(p) => p.starts_with("/proc/"),
+        GuestRef::Name(_) => false,
     };
     if !t.netns.is_netns() {
         return Err(Error::Usage(format!(
@@ -122,6 +134,7 @@ fn by_pid(pid: u32, label: String, link_name: Option<String>) -> Result<Target> 
         link_name,
         key: pid.to_string(),
         note: None,
+        once: false,
     })
 }
 
@@ -143,6 +156,7 @@ fn by_path(p: &std::path::Path) -> Result<Target> {
         netns: ns,
         link_name: None,
         note: None,
+        once: false,
     })
 }
 

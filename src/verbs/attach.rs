@@ -215,10 +215,10 @@ pub async fn attach_resolved(
     journal::commit(&mut rec, &plan, &applied);
     // Records of earlier incarnations of this container (it restarted: a new
     // namespace) are superseded by this one, which keeps what they promised.
-    // A PID names one process, not a container across restarts: a record under
-    // the same PID is an unrelated process that had it before (left to gc), and
-    // looking for one would read every record in the state dir on each attach.
-    let earlier = if names_a_process(&spec.guest) {
+    // A label that names one namespace only (a PID, a CNI container ID) has
+    // no earlier incarnation, and looking for one would read every record of
+    // this interface name in the state dir on each attach.
+    let earlier = if target.once {
         Vec::new()
     } else {
         store.find(&target.label, Some(spec.ifname.as_str()))
@@ -250,16 +250,6 @@ pub async fn attach_resolved(
         r.addresses = present;
     }
     Ok(Some(r))
-}
-
-/// Is the guest given as a process (a PID or /proc/PID/ns/net), whose label
-/// is that PID?
-fn names_a_process(g: &spec::GuestRef) -> bool {
-    match g {
-        spec::GuestRef::Pid(_) => true,
-        spec::GuestRef::Path(p) => p.starts_with("/proc/"),
-        spec::GuestRef::Name(_) => false,
-    }
 }
 
 /// Finish the rollback of a killed run of attachment `id` from its journal.

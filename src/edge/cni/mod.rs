@@ -297,6 +297,8 @@ impl Ctx<'_> {
             // pipe's record and its ownership tags.
             target.label = cid.to_string();
             target.link_name = None;
+            // A container ID names one sandbox: a restarted pod gets another.
+            target.once = true;
             let guest = self.guest_nl(&target.netns)?;
             if guest
                 .link(ifname.as_str())
