@@ -51,19 +51,9 @@ fn cli_main() -> i32 {
 /// The whole grammar: verbs after options are moved first, then clap parses.
 fn parse(argv: Vec<OsString>) -> Result<Cli, clap::Error> {
     // One command tree for both the hoisting scan and the parse.
-    let mut cmd = Cli::command();
+    let cmd = Cli::command();
     let argv = hoist_verb(&cmd, argv);
-    let parsed = cmd.try_get_matches_from_mut(argv).and_then(|mut m| {
-        let c = <Cli as clap::FromArgMatches>::from_arg_matches_mut(&mut m)
-            .map_err(|e| e.format(&mut Cli::command()));
-        // What is left of the matches, and the command tree, are freed with
-        // the process rather than taken apart piece by piece (a tenth of an
-        // attach, `docs/performance.md`).
-        std::mem::forget(m);
-        c
-    });
-    std::mem::forget(cmd);
-    parsed
+    parse_with(cmd, argv)
 }
 
 /// The attach form, parsed without building the verbs' part of clap's tree:
@@ -73,7 +63,7 @@ fn parse(argv: Vec<OsString>) -> Result<Cli, clap::Error> {
 /// (`tests`: `attach_form_parses_as_the_whole_grammar`).
 fn parse_attach_form(argv: &[OsString]) -> Option<Cli> {
     use crate::edge::cli::{AttachCli, Command, Top};
-    use clap::{FromArgMatches, Subcommand};
+    use clap::Subcommand;
     if argv
         .iter()
         .skip(1)
@@ -81,17 +71,24 @@ fn parse_attach_form(argv: &[OsString]) -> Option<Cli> {
     {
         return None;
     }
-    let mut cmd = AttachCli::command();
-    let top = cmd.try_get_matches_from_mut(argv).ok().and_then(|mut m| {
-        let t = Top::from_arg_matches_mut(&mut m).ok();
+    let top: Top = parse_with(AttachCli::command(), argv).ok()?;
+    Some(Cli { command: None, top })
+}
+
+/// Parse `argv` with `cmd` into `T`. What is left of the matches, and the
+/// command tree, are freed with the process rather than taken apart piece by
+/// piece (a tenth of an attach, `docs/performance.md`).
+fn parse_with<T: clap::FromArgMatches>(
+    mut cmd: clap::Command,
+    argv: impl IntoIterator<Item = impl Into<OsString> + Clone>,
+) -> Result<T, clap::Error> {
+    let parsed = cmd.try_get_matches_from_mut(argv).and_then(|mut m| {
+        let t = T::from_arg_matches_mut(&mut m).map_err(|e| e.format(&mut cmd));
         std::mem::forget(m);
         t
     });
     std::mem::forget(cmd);
-    Some(Cli {
-        command: None,
-        top: top?,
-    })
+    parsed
 }
 
 /// Print one error: `pipe: MSG` on stderr, and with `--json` also

@@ -163,11 +163,11 @@ impl Exec<'_> {
             // devices that cannot re-set their MAC fall back to a frame.
             Some(mac)
                 if addr.is_ipv4()
-                    && if self.arp_notify {
-                        self.guest.reset_mac(l.index, mac).await.is_ok()
-                    } else {
-                        self.guest.kernel_arp_announce(l.index, mac).await.is_ok()
-                    } => {}
+                    && self
+                        .guest
+                        .kernel_arp_announce(l.index, mac, self.arp_notify)
+                        .await
+                        .is_ok() => {}
             Some(mac) => {
                 if let Err(e) =
                     crate::sys::announce::announce(&self.target.netns, l.index, mac, *addr)

@@ -1137,6 +1137,7 @@ mod tests {
 
     #[test]
     fn host_shim_steps_and_refusals() {
+        let on_eth0 = || facts(HostSide::Parent(link("eth0", None, 1500, true)));
         assert_eq!(shim_name(&"eth0".parse().unwrap()).as_str(), "shim-eth0");
         let long = shim_name(&"enp0s31f6.100".parse().unwrap());
         assert!(
@@ -1148,12 +1149,7 @@ mod tests {
 
         let mut s = spec("eth0", "10.0.0.2/24,10.0.1.2/24");
         s.host_shim = true;
-        let p = plan(
-            &s,
-            &facts(HostSide::Parent(link("eth0", None, 1500, true))),
-            ns(),
-        )
-        .unwrap();
+        let p = plan(&s, &on_eth0(), ns()).unwrap();
         let i = p
             .steps
             .iter()
@@ -1181,22 +1177,12 @@ mod tests {
         assert_eq!(plan(&b, &bridge, ns()).unwrap_err().exit_code(), 2);
         let mut none = spec("eth0", "0/0");
         none.host_shim = true;
-        let e = plan(
-            &none,
-            &facts(HostSide::Parent(link("eth0", None, 1500, true))),
-            ns(),
-        )
-        .unwrap_err();
+        let e = plan(&none, &on_eth0(), ns()).unwrap_err();
         assert!(e.to_string().contains("static"), "{e}");
         // An ipvlan gets an ipvlan shim of its own mode (a parent never carries both kinds).
         let mut iv = s.clone();
         iv.ipvlan = Some(IpvlanMode::L3);
-        let p = plan(
-            &iv,
-            &facts(HostSide::Parent(link("eth0", None, 1500, true))),
-            ns(),
-        )
-        .unwrap();
+        let p = plan(&iv, &on_eth0(), ns()).unwrap();
         assert!(p.steps.iter().any(|s| matches!(
             s,
             Step::EnsureShim {
@@ -1206,23 +1192,11 @@ mod tests {
         )));
         assert!(p.render().contains("type ipvlan mode l3"), "{}", p.render());
         iv.ipvlan = Some(IpvlanMode::L2);
-        let e = plan(
-            &iv,
-            &facts(HostSide::Parent(link("eth0", None, 1500, true))),
-            ns(),
-        )
-        .unwrap_err();
+        let e = plan(&iv, &on_eth0(), ns()).unwrap_err();
         assert!(e.to_string().contains("not l2"), "{e}");
         let mut vepa = s.clone();
         vepa.macvlan_mode = MacvlanMode::Vepa;
-        assert!(
-            plan(
-                &vepa,
-                &facts(HostSide::Parent(link("eth0", None, 1500, true))),
-                ns()
-            )
-            .is_err()
-        );
+        assert!(plan(&vepa, &on_eth0(), ns()).is_err());
     }
 
     fn vlan_spec(host: &str, vid: &str) -> AttachSpec {

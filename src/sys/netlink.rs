@@ -545,19 +545,18 @@ impl Netlink {
     /// link (IFLA_AF_SPEC / AF_INET / IFLA_INET_CONF), then set its MAC to the
     /// value it has, which raises NETDEV_CHANGEADDR. This replaces an AF_PACKET
     /// socket, whose close() waits for an RCU grace period (17 ms measured here).
-    /// Two requests: do_setlink applies IFLA_ADDRESS before IFLA_AF_SPEC.
-    pub async fn kernel_arp_announce(&self, index: u32, mac: Mac) -> NlResult<()> {
-        debug!("netlink: arp_notify on #{index}, then re-set its MAC {mac}");
-        let mut m = LinkMessage::default();
-        m.header.index = index;
-        m.attributes.push(arp_notify_on());
-        self.ack(RouteNetlinkMessage::SetLink(m), 0).await?;
-        self.reset_mac(index, mac).await
-    }
-
-    /// Set the MAC a link has: with arp_notify on (see
-    /// [`Netlink::tag_guest_link`]), the kernel sends a gratuitous ARP.
-    pub async fn reset_mac(&self, index: u32, mac: Mac) -> NlResult<()> {
+    /// Two requests (do_setlink applies IFLA_ADDRESS before IFLA_AF_SPEC), or
+    /// one when `notify_on` says [`Netlink::tag_guest_link`] set it already.
+    pub async fn kernel_arp_announce(&self, index: u32, mac: Mac, notify_on: bool) -> NlResult<()> {
+        debug!(
+            "netlink: arp_notify on #{index} (set already: {notify_on}), then re-set its MAC {mac}"
+        );
+        if !notify_on {
+            let mut m = LinkMessage::default();
+            m.header.index = index;
+            m.attributes.push(arp_notify_on());
+            self.ack(RouteNetlinkMessage::SetLink(m), 0).await?;
+        }
         let mut m = LinkMessage::default();
         m.header.index = index;
         m.attributes.push(LinkAttribute::Address(mac.0.to_vec()));
@@ -567,7 +566,7 @@ impl Netlink {
     /// Tag a container link and bring it up (or leave its state), in one
     /// request that also turns its arp_notify on: the IPv4 announcement that
     /// comes later is then one request, the MAC re-set
-    /// ([`Netlink::reset_mac`]). With arp_notify on and no address yet,
+    /// ([`Netlink::kernel_arp_announce`] with `notify_on`). With arp_notify on and no address yet,
     /// coming up announces nothing.
     pub async fn tag_guest_link(&self, index: u32, alias: &str, up: Option<bool>) -> NlResult<()> {
         debug!("netlink: set link #{index} alias {alias:?} up={up:?} arp_notify=1");

@@ -232,16 +232,7 @@ impl Ctx<'_> {
         ver: &str,
         f: fn(&str, &[std::path::PathBuf], &ipam::Call<'_>, &[u8], &str) -> T,
     ) -> Ipam<T> {
-        if kind == "host-local" {
-            let call = ipam::Call {
-                command,
-                container_id: cid,
-                ifname,
-                netns: None,
-                args: self.env.args_raw.as_deref(),
-            };
-            return Ipam::Done(f(kind, &self.env.path, &call, self.raw, ver));
-        }
+        let inline = kind == "host-local";
         let (kind, path, cid, ifname, raw, ver, args) = (
             kind.to_string(),
             self.env.path.clone(),
@@ -251,7 +242,7 @@ impl Ctx<'_> {
             ver.to_string(),
             self.env.args_raw.clone(),
         );
-        Ipam::Thread(std::thread::spawn(move || {
+        let job = move || {
             let call = ipam::Call {
                 command,
                 container_id: &cid,
@@ -260,7 +251,12 @@ impl Ctx<'_> {
                 args: args.as_deref(),
             };
             f(&kind, &path, &call, &raw, &ver)
-        }))
+        };
+        if inline {
+            Ipam::Done(job())
+        } else {
+            Ipam::Thread(std::thread::spawn(job))
+        }
     }
 
     async fn add(&self) -> CResult<CniResult> {
