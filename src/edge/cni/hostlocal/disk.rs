@@ -110,7 +110,12 @@ impl Store {
             .mode(0o644)
             .open(&last)
             .and_then(|mut f| f.write_all(ip.to_string().as_bytes()))
-            .map_err(|e| go_err("open", &last, &e))?;
+            .map_err(|e| {
+                // Not reserved after all: a failed ADD leaves no address taken
+                // (the plugin itself would leave the file behind here).
+                let _ = std::fs::remove_file(&p);
+                go_err("open", &last, &e)
+            })?;
         Ok(true)
     }
 

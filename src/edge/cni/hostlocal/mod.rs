@@ -241,6 +241,23 @@ mod tests {
         }
     }
 
+    /// An ADD that cannot record its last reservation takes no address.
+    #[test]
+    fn a_failed_reservation_leaves_no_address_taken() {
+        let d = Dir(std::env::temp_dir().join(format!("pipe-hl-fail-{}", std::process::id())));
+        let net = d.0.join("n");
+        std::fs::create_dir_all(net.join("last_reserved_ip.0")).unwrap();
+        let r = req(&d, None);
+        let e = plugin_err(add(&r, "a", "eth0"));
+        assert!(e.contains("last_reserved_ip.0"), "{e}");
+        let mut left: Vec<String> = std::fs::read_dir(&net)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["last_reserved_ip.0", "lock"]);
+    }
+
     #[test]
     fn allocate_refuse_release_as_the_plugin() {
         let d = Dir(std::env::temp_dir().join(format!("pipe-hl-{}", std::process::id())));
