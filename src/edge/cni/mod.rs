@@ -223,7 +223,7 @@ impl Ctx<'_> {
     /// own) on a thread of its own, beside the namespace work; host-local,
     /// which pipe answers in process with a dozen system calls, right here
     /// (a thread would cost more than it). `f` is `ipam::add` or `ipam::run`.
-    fn ipam_thread<T: Send + 'static>(
+    fn start_ipam<T: Send + 'static>(
         &self,
         kind: &str,
         command: &'static str,
@@ -283,7 +283,7 @@ impl Ctx<'_> {
         let ipam_kind = self.conf.ipam_type().map(str::to_string);
         let pending = ipam_kind
             .clone()
-            .map(|kind| self.ipam_thread(&kind, "ADD", cid, cni_ifname.as_str(), ver, ipam::add));
+            .map(|kind| self.start_ipam(&kind, "ADD", cid, cni_ifname.as_str(), ver, ipam::add));
         let pre = async {
             let mut target =
                 crate::sys::guest::resolve(&GuestRef::Path(netns_path.clone()), Duration::from_secs(5))
@@ -599,7 +599,7 @@ impl Ctx<'_> {
         let release = self
             .conf
             .ipam_type()
-            .map(|kind| self.ipam_thread(kind, "DEL", cid, cni_ifname.as_str(), ver, ipam::run));
+            .map(|kind| self.start_ipam(kind, "DEL", cid, cni_ifname.as_str(), ver, ipam::run));
         let torn: CResult<()> = async {
             let host = self.host()?;
             let m = store::load(net, cid, cni_ifname.as_str()).map_err(|e| {
