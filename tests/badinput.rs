@@ -146,6 +146,31 @@ fn control_characters_are_escaped_and_json_errors_are_objects() {
     assert_eq!(v["exit_code"], 2);
 }
 
+/// A relative state directory would tie the records to the working
+/// directory (a later gc elsewhere would not see them): refused, and nothing
+/// is created where pipe was run, not even by a dry run.
+#[test]
+fn a_relative_state_dir_is_refused_and_nothing_is_created() {
+    let cwd = tmpdir("birel");
+    for (args, env) in [
+        (&["-n", "gc", "--state-dir", "rel"][..], None),
+        (&["--state-dir", "rel", "br1", "1", "0/0"][..], None),
+        (&["-n", "list"][..], Some("rel")),
+        (&["-n", "br1", "1", "10.0.0.2/24"][..], Some("./rel")),
+    ] {
+        let mut c = Command::new(BIN);
+        c.args(args).current_dir(&cwd).stdin(Stdio::null());
+        if let Some(v) = env {
+            c.env("PIPE_STATE_DIR", v);
+        }
+        let o = c.output().unwrap();
+        assert_fails(&o, 2, "is a relative path; give an absolute one");
+        let left: Vec<_> = std::fs::read_dir(&cwd).unwrap().collect();
+        assert!(left.is_empty(), "{args:?} left {left:?}");
+    }
+    std::fs::remove_dir(&cwd).unwrap();
+}
+
 #[test]
 fn global_options_before_a_verb_and_dry_run_json() {
     let h = Ns::new("bih");

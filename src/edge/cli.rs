@@ -121,7 +121,7 @@ pub struct Top {
         short = 'i',
         long = "container-ifname",
         value_name = "IFNAME",
-        default_value = "eth1"
+        default_value = DEFAULT_IFNAME
     )]
     pub ifname: IfName,
 
@@ -207,13 +207,13 @@ pub struct Top {
     #[arg(long)]
     pub persist: bool,
 
-    /// Where pipe keeps its records of what it created.
+    /// Where pipe keeps its records of what it created (an absolute path).
     #[arg(
         long,
         global = true,
         value_name = "DIR",
         env = "PIPE_STATE_DIR",
-        default_value = "/run/pipe"
+        default_value = DEFAULT_STATE_DIR
     )]
     pub state_dir: std::path::PathBuf,
 
@@ -221,6 +221,11 @@ pub struct Top {
     #[arg(long, value_enum, hide = true, value_name = "WHAT")]
     pub generate: Option<Generate>,
 }
+
+/// The interface name inside the container when `-i` is not given.
+pub const DEFAULT_IFNAME: &str = "eth1";
+/// Where pipe keeps its records unless `--state-dir` or `PIPE_STATE_DIR` says.
+pub const DEFAULT_STATE_DIR: &str = "/run/pipe";
 
 /// Verbs other than attach. Each issue's feature adds its own variant here.
 #[derive(clap::Subcommand, Debug)]

@@ -34,7 +34,7 @@ pub fn main_entry() -> i32 {
 fn cli_main() -> i32 {
     let argv: Vec<OsString> = std::env::args_os().collect();
     let json = wants_json(&argv);
-    let cli = match parse_attach_form(&argv) {
+    let cli = match parse_plain(&argv).or_else(|| parse_attach_form(&argv)) {
         Some(c) => c,
         None => match parse(argv) {
             Ok(c) => c,
@@ -56,11 +56,93 @@ fn parse(argv: Vec<OsString>) -> Result<Cli, clap::Error> {
     parse_with(cmd, argv)
 }
 
+/// The plain attach form, read without clap: the three or four positionals
+/// and the options scripts pass most (`-i`, `-l`, `--mtu`, `--state-dir`,
+/// `-n`, `-v`, `--json`, `--no-netns-link`, `--persist`), each option its own
+/// word and given once (`-v` may repeat). Building even the attach form's
+/// clap tree was the largest share of pipe's own start-up
+/// (`docs/performance.md`). Anything else (a verb, `help`, another option,
+/// `--opt=value`, a value that does not convert, an empty `PIPE_STATE_DIR`)
+/// is `None` and goes to clap. Where this accepts, the whole grammar gives
+/// the same (`tests`: `plain_and_attach_forms_parse_as_the_whole_grammar`).
+fn parse_plain(argv: &[OsString]) -> Option<Cli> {
+    use crate::edge::cli::{Command, DEFAULT_IFNAME, DEFAULT_STATE_DIR, Top};
+    use clap::Subcommand;
+    let mut pos: Vec<&str> = Vec::with_capacity(4);
+    let (mut ifname, mut host_ifname, mut mtu, mut state_dir) = (None, None, None, None);
+    let (mut dry_run, mut json, mut no_link, mut persist, mut verbose) =
+        (false, false, false, false, 0u8);
+    let mut words = argv.iter().skip(1);
+    // An option's value: the next word, which must not look like an option.
+    fn value<'a>(slot: &mut Option<&'a str>, next: Option<&'a OsString>) -> Option<()> {
+        let v = next?.to_str()?;
+        if slot.is_some() || v.starts_with('-') {
+            return None;
+        }
+        *slot = Some(v);
+        Some(())
+    }
+    let once = |flag: &mut bool| -> Option<()> { (!std::mem::replace(flag, true)).then_some(()) };
+    while let Some(w) = words.next() {
+        let w = w.to_str()?;
+        match w {
+            "-i" | "--container-ifname" => value(&mut ifname, words.next())?,
+            "-l" | "--host-ifname" => value(&mut host_ifname, words.next())?,
+            "--mtu" => value(&mut mtu, words.next())?,
+            "--state-dir" => value(&mut state_dir, words.next())?,
+            "-n" | "--dry-run" => once(&mut dry_run)?,
+            "--json" => once(&mut json)?,
+            "--no-netns-link" => once(&mut no_link)?,
+            "--persist" => once(&mut persist)?,
+            "-v" | "--verbose" => verbose = verbose.checked_add(1)?,
+            _ if w.is_empty() || w.starts_with('-') || w == "help" => return None,
+            _ if Command::has_subcommand(w) || pos.len() == 4 => return None,
+            _ => pos.push(w),
+        }
+    }
+    if pos.len() < 3 {
+        return None;
+    }
+    let state_dir = match state_dir {
+        Some(d) => d.into(),
+        None => match std::env::var_os("PIPE_STATE_DIR") {
+            Some(d) if d.is_empty() => return None,
+            Some(d) => d.into(),
+            None => DEFAULT_STATE_DIR.into(),
+        },
+    };
+    let top = Top {
+        host_if: Some(pos[0].parse().ok()?),
+        guest: Some(pos[1].parse().ok()?),
+        addr: Some(pos[2].parse().ok()?),
+        mac_vlan: pos.get(3).map(|m| m.parse()).transpose().ok()?,
+        ifname: ifname.unwrap_or(DEFAULT_IFNAME).parse().ok()?,
+        host_ifname: host_ifname.map(str::parse).transpose().ok()?,
+        family: None,
+        mtu: mtu.map(crate::domain::spec::parse_mtu).transpose().ok()?,
+        rate: None,
+        macvlan_mode: None,
+        ipvlan: None,
+        direct_phys: false,
+        host_shim: false,
+        dry_run,
+        verbose,
+        json,
+        no_netns_link: no_link,
+        timeout: None,
+        wait: None,
+        persist,
+        state_dir,
+        generate: None,
+    };
+    Some(Cli { command: None, top })
+}
+
 /// The attach form, parsed without building the verbs' part of clap's tree:
 /// `None` when a word could name a verb, or when anything is not accepted as
 /// it stands (help, version, any error), which [`parse`] then handles with the
 /// whole grammar and its messages. Where this accepts, `parse` gives the same
-/// (`tests`: `attach_form_parses_as_the_whole_grammar`).
+/// (`tests`: `plain_and_attach_forms_parse_as_the_whole_grammar`).
 fn parse_attach_form(argv: &[OsString]) -> Option<Cli> {
     use crate::edge::cli::{AttachCli, Command, Top};
     use clap::Subcommand;
@@ -323,10 +405,11 @@ mod tests {
         clap_message(&e)
     }
 
-    /// Where the attach form's parse accepts a command line, the whole
-    /// grammar gives the same; help, version and verbs go to the whole grammar.
+    /// Where the plain form's or the attach form's parse accepts a command
+    /// line, the whole grammar gives the same; help, version and verbs go to
+    /// the whole grammar.
     #[test]
-    fn attach_form_parses_as_the_whole_grammar() {
+    fn plain_and_attach_forms_parse_as_the_whole_grammar() {
         let hosts = ["br1", "eth0", "mac:02:00:00:00:00:01", "gc"];
         let guests = ["web", "1234", "/proc/1/ns/net", "list"];
         let addrs = [
@@ -337,8 +420,19 @@ mod tests {
             "fd00::5/64",
         ];
         let tails = ["U:web", "02:00:00:00:00:01@100", "@100"];
-        let opts: [&[&str]; 22] = [
+        let opts: [&[&str]; 33] = [
             &["-i", "eth2"],
+            &["--container-ifname", "eth3"],
+            &["--host-ifname", "vy"],
+            &["-l", "-x"],
+            &["-i", "bad/name"],
+            &["--mtu=1400"],
+            &["--mtu", "-1"],
+            &["--dry-run"],
+            &["--verbose"],
+            &["-v", "-v"],
+            &["--state-dir", "rel"],
+            &["-i"],
             &["-l", "vx"],
             &["--mtu", "1400"],
             &["--rate", "10mbit"],
@@ -372,6 +466,8 @@ mod tests {
             "--bogus",
             "",
             "x",
+            "help",
+            "-",
         ];
         // A fixed pseudo-random walk: 20,000 command lines, mostly of the attach
         // form with options anywhere, some with a stray word.
@@ -382,7 +478,7 @@ mod tests {
             x ^= x << 17;
             (x % n as u64) as usize
         };
-        let (mut fast, mut full) = (0, 0);
+        let (mut plain, mut fast, mut full) = (0, 0, 0);
         for _ in 0..20_000 {
             let mut words: Vec<&str> = vec![
                 hosts[next(hosts.len())],
@@ -406,6 +502,13 @@ mod tests {
                 .chain(words)
                 .map(OsString::from)
                 .collect();
+            if let Some(c) = parse_plain(&argv) {
+                plain += 1;
+                let whole = parse(argv.clone()).unwrap_or_else(|e| {
+                    panic!("{argv:?}: plain form accepted, whole grammar refused: {e}")
+                });
+                assert_eq!(format!("{c:?}"), format!("{whole:?}"), "{argv:?}");
+            }
             match parse_attach_form(&argv) {
                 Some(c) => {
                     fast += 1;
@@ -417,14 +520,19 @@ mod tests {
                 None => full += 1,
             }
         }
-        assert!(fast > 5000 && full > 1000, "fast {fast}, full {full}");
+        assert!(
+            plain > 2000 && fast > 5000 && full > 1000,
+            "plain {plain}, fast {fast}, full {full}"
+        );
         let plain: Vec<OsString> = ["pipe", "br1", "web", "10.0.0.5/24@10.0.0.1"]
             .map(OsString::from)
             .to_vec();
+        assert!(parse_plain(&plain).is_some());
         assert!(parse_attach_form(&plain).is_some());
         for w in ["--help", "-h", "--version", "-V", "gc"] {
             let mut a = plain.clone();
             a.push(w.into());
+            assert!(parse_plain(&a).is_none(), "{w}");
             assert!(parse_attach_form(&a).is_none(), "{w}");
         }
     }

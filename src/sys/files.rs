@@ -91,9 +91,18 @@ impl std::fmt::Display for ReadError {
     }
 }
 
-/// The state directory must be a directory when it exists (it is created
-/// when missing). `stat` never blocks.
+/// The state directory must be an absolute path, and a directory when it
+/// exists (it is created when missing). `stat` never blocks.
 pub fn check_state_dir(dir: &Path) -> Result<(), String> {
+    if !dir.is_absolute() {
+        // Records under a relative path would depend on the working directory:
+        // a later detach or gc run elsewhere would not find them.
+        return Err(format!(
+            "state directory {:?} is a relative path; give an absolute one with --state-dir \
+             (or PIPE_STATE_DIR), for example /run/pipe",
+            dir.display().to_string()
+        ));
+    }
     match std::fs::metadata(dir) {
         Ok(md) if md.is_dir() => Ok(()),
         Ok(md) => Err(format!(
@@ -135,6 +144,11 @@ mod tests {
         );
         assert!(check_state_dir(&d).is_ok());
         assert!(check_state_dir(&d.join("missing")).is_ok());
+        assert!(
+            check_state_dir(Path::new("run/pipe"))
+                .unwrap_err()
+                .contains("relative")
+        );
         std::fs::remove_dir_all(&d).unwrap();
     }
 }
