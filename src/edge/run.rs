@@ -32,9 +32,10 @@ pub(crate) fn init_logging(verbose: u8) {
     } else {
         level.to_string()
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(filter))
-        .format_timestamp(None)
-        .init();
+    // Without env_logger's humantime feature no timestamp is printed; without
+    // its regex feature RUST_LOG takes module filters but no /regex suffix
+    // (1.1 MB of the binary and a sixth of its relocations, paid at every start).
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(filter)).init();
 }
 
 pub fn run(cli: Cli) -> Result<()> {
