@@ -2,6 +2,7 @@
 mod common;
 
 use common::*;
+use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -168,7 +169,13 @@ fn a_relative_state_dir_is_refused_and_nothing_is_created() {
         let left: Vec<_> = std::fs::read_dir(&cwd).unwrap().collect();
         assert!(left.is_empty(), "{args:?} left {left:?}");
     }
-    std::fs::remove_dir(&cwd).unwrap();
+    // An absolute one is created with its missing parents, 0700.
+    let deep = cwd.join("a/b/state");
+    let o = pipe(&["gc", "--state-dir", deep.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mode = std::fs::metadata(&deep).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700);
+    std::fs::remove_dir_all(&cwd).unwrap();
 }
 
 #[test]

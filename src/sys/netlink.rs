@@ -19,8 +19,8 @@ use netlink_packet_route::AddressFamily;
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::link::{
     AfSpecBridge, BridgeVlanInfo, BridgeVlanInfoFlags, InfoBridge, InfoData, InfoIpVlan, InfoKind,
-    InfoMacVlan, InfoVeth, InfoVlan, IpVlanMode, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
-    MacVlanMode, VlanProtocol,
+    InfoMacVlan, InfoVeth, InfoVlan, IpVlanMode, LinkAttribute, LinkExtentMask, LinkFlags,
+    LinkInfo, LinkMessage, MacVlanMode, VlanProtocol,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
@@ -315,8 +315,19 @@ impl Netlink {
         Ok(self.link_message(name).await?.map(LinkDetail::from_message))
     }
 
+    /// Ask the kernel to leave the link's counters out (`RTEXT_FILTER_SKIP_STATS`):
+    /// pipe reads none of them, and they were a fifth of each answer (a veth:
+    /// 1,884 -> 1,516 bytes) to gather, copy and parse. Kernels that do not know
+    /// the flag ignore it.
+    fn no_stats(mut req: rtnetlink::LinkGetRequest) -> rtnetlink::LinkGetRequest {
+        req.message_mut()
+            .attributes
+            .push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
+        req
+    }
+
     async fn link_message(&self, name: &str) -> NlResult<Option<LinkMessage>> {
-        let mut s = self.handle.link().get().match_name(name).execute();
+        let mut s = Self::no_stats(self.handle.link().get().match_name(name)).execute();
         match s.next().await {
             Some(Ok(m)) => Ok(Some(m)),
             Some(Err(e)) => {
@@ -330,7 +341,7 @@ impl Netlink {
 
     pub async fn link_by_index(&self, index: u32) -> NlResult<Option<Link>> {
         debug!("netlink: get link #{index}");
-        let mut s = self.handle.link().get().match_index(index).execute();
+        let mut s = Self::no_stats(self.handle.link().get().match_index(index)).execute();
         match s.next().await {
             Some(Ok(m)) => Ok(Some(Link::from_message(m))),
             Some(Err(e)) => {
@@ -344,7 +355,7 @@ impl Netlink {
     /// All links (a dump): only for selecting the host interface by MAC.
     pub async fn links(&self) -> NlResult<Vec<Link>> {
         debug!("netlink: dump links");
-        let mut s = self.handle.link().get().execute();
+        let mut s = Self::no_stats(self.handle.link().get()).execute();
         let mut out = Vec::new();
         while let Some(m) = s.next().await {
             out.push(Link::from_message(m.map_err(cause)?));

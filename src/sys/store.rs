@@ -174,12 +174,21 @@ impl Store {
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(std::path::Path::new("."));
-        std::fs::create_dir_all(parent)?;
-        let pfd = nix::fcntl::open(
-            parent,
-            OFlag::O_DIRECTORY | OFlag::O_CLOEXEC | OFlag::O_RDONLY,
-            Mode::empty(),
-        )
+        let open_parent = || {
+            nix::fcntl::open(
+                parent,
+                OFlag::O_DIRECTORY | OFlag::O_CLOEXEC | OFlag::O_RDONLY,
+                Mode::empty(),
+            )
+        };
+        // The parent (/run) is there on every run but the first.
+        let pfd = match open_parent() {
+            Err(nix::errno::Errno::ENOENT) => {
+                std::fs::create_dir_all(parent)?;
+                open_parent()
+            }
+            r => r,
+        }
         .map_err(errno_io)?;
         let name = path.file_name().ok_or_else(|| {
             io::Error::other(format!(
