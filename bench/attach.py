@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Whole-process attach benchmark for pipe: exec to exit, one interface per run.
 
-Usage (as root, from the repo root, after building the binary the Debian package ships:
-  RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --target x86_64-unknown-linux-gnu
-which is --bin's default; a plain `cargo build --release` gives target/release/pipe, dynamically
-linked and about 0.5 ms slower to start):
+Usage (as root, from the repo root, after building the binary the Debian package ships with
+  contrib/deb/build.sh     (static, hot functions first: target/x86_64-unknown-linux-gnu/release/pipe)
+which is --bin's default; `RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --target
+x86_64-unknown-linux-gnu` gives the same binary without the symbol order (about 0.5 ms slower), a
+plain `cargo build --release` gives target/release/pipe, dynamically linked and slower still):
   bench/attach.py [-n N] [--bin PATH] [--variants bridge,macvlan] [--ports P] [--links L]
                   [--docker NAME] [--peers]
 
