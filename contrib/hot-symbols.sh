@@ -12,6 +12,7 @@
 # root and valgrind (callgrind counts every function the attach executes). Everything
 # happens in namespaces made here and removed at exit; the root namespace is not touched.
 set -euo pipefail
+export LC_ALL=C # one sort order here and in build.sh (comm needs it)
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BIN=$(realpath "${1:?usage: contrib/hot-symbols.sh BIN}")
 OUT=$ROOT/contrib/hot-symbols.txt

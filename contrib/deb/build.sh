@@ -65,8 +65,8 @@ if [ -z "$BIN" ]; then
             --bin pipe "${order[@]}" >&2
         BIN=$ROOT/target/$triple/release/pipe
         if [ ${#order[@]} -gt 0 ]; then
-            have=$(nm --defined-only "$BIN" | awk '{ print $3 }' | sort -u |
-                comm -12 - "$ROOT/contrib/hot-symbols.txt" | wc -l)
+            have=$(nm --defined-only "$BIN" | awk '{ print $3 }' | LC_ALL=C sort -u |
+                LC_ALL=C comm -12 - "$ROOT/contrib/hot-symbols.txt" | wc -l)
             echo "build.sh: $have of $(wc -l <"$ROOT/contrib/hot-symbols.txt") functions of" \
                 "contrib/hot-symbols.txt placed first (if few: contrib/hot-symbols.sh $BIN)" >&2
         else
