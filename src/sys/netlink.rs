@@ -327,25 +327,24 @@ impl Netlink {
     }
 
     async fn link_message(&self, name: &str) -> NlResult<Option<LinkMessage>> {
-        let mut s = Self::no_stats(self.handle.link().get().match_name(name)).execute();
+        Self::one_link(self.handle.link().get().match_name(name)).await
+    }
+
+    pub async fn link_by_index(&self, index: u32) -> NlResult<Option<Link>> {
+        debug!("netlink: get link #{index}");
+        let m = Self::one_link(self.handle.link().get().match_index(index)).await?;
+        Ok(m.map(Link::from_message))
+    }
+
+    /// The one link a lookup names, without its counters; `None` when there is
+    /// no such link (ENODEV).
+    async fn one_link(req: rtnetlink::LinkGetRequest) -> NlResult<Option<LinkMessage>> {
+        let mut s = Self::no_stats(req).execute();
         match s.next().await {
             Some(Ok(m)) => Ok(Some(m)),
             Some(Err(e)) => {
                 let c = cause(e);
                 // ENODEV: no such device. EINVAL: old kernels reject lookups of bad names.
-                if c.errno == ENODEV { Ok(None) } else { Err(c) }
-            }
-            None => Ok(None),
-        }
-    }
-
-    pub async fn link_by_index(&self, index: u32) -> NlResult<Option<Link>> {
-        debug!("netlink: get link #{index}");
-        let mut s = Self::no_stats(self.handle.link().get().match_index(index)).execute();
-        match s.next().await {
-            Some(Ok(m)) => Ok(Some(Link::from_message(m))),
-            Some(Err(e)) => {
-                let c = cause(e);
                 if c.errno == ENODEV { Ok(None) } else { Err(c) }
             }
             None => Ok(None),
