@@ -6,7 +6,7 @@ Usage (as root, from the repo root, after building the binary the Debian package
 which is --bin's default; `RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --target
 x86_64-unknown-linux-gnu` gives the same binary without the symbol order (about 0.5 ms slower), a
 plain `cargo build --release` gives target/release/pipe, dynamically linked and slower still):
-  bench/attach.py [-n N] [--bin PATH] [--variants bridge,macvlan] [--ports P] [--links L]
+  bench/attach.py [-n N] [--bin PATH] [--variants bridge,macvlan[,bridge6,dual]] [--ports P] [--links L]
                   [--docker NAME] [--peers]
 
 Everything happens inside namespaces this script creates and removes:
@@ -17,6 +17,9 @@ The script enters pb-host itself (setns) so the timed command is `pipe` alone,
 not `nsenter pipe`. Each run gets a fresh stand-in container (`unshare --net sleep`),
 started before the clock starts. The root namespace is never touched.
 
+Variants: bridge, macvlan (IPv4 address and gateway); bridge6 (the bridge with an IPv6 address
+and gateway only) and dual (both, one command line), which the IPv4-only floor does not cover:
+compare them with bridge in the same run.
 --ports/--links build the scale case (e.g. --ports 1000 --links 1000).
 --docker NAME also times `pipe pbbr0 NAME ...` against a running Docker container
   (dockerd must be reachable from pb-host, e.g. DOCKER_HOST=unix:///var/run/docker.sock)
@@ -28,6 +31,13 @@ started before the clock starts. The root namespace is never touched.
              ends in one new bridge, up) and prints pipe's ratio to it; and the kernel work
              of the apply itself (container ends up with their addresses, announced, which
              the ip -batch floor leaves out) done by one in-process raw-netlink client.
+--apply-parts also times, for each N, what makes the apply grow faster than the floor:
+             the in-process kernel work without the announcement, and with the containers'
+             IPv6 off (net.ipv6.conf.default.disable_ipv6=1 in each stand-in container, so
+             no IPv6 DAD or router solicitation is flooded), and pipe apply with IPv6 off.
+--run-tmpfs  run in a private mount namespace with a tmpfs on /run, as /run is on systemd
+             hosts (this build machine's /run is ext4, where the state directory's file
+             churn costs inode-allocation scans that grow with the batch).
 --reps R     repetitions of each apply measurement (default 1; median reported).
              With --vs, the other binary's apply runs between pipe's and the floor.
 --no-limit   skip the process limit (on by default).
@@ -81,6 +91,7 @@ def setup(ports, links):
         "link set lo up",
         f"link add {BR} type bridge",
         f"addr add 10.66.0.1/16 dev {BR}",
+        f"addr add fd66::1/64 dev {BR} nodad",
         f"link set {BR} up",
         f"link add phys0 type veth peer name lan0 netns {LAN}",
         "link set phys0 up",
@@ -168,22 +179,32 @@ def run_variant(binary, variant, n, seq, floor, other=None):
     """pipe, then (with --vs) the other binary, then (with a floor) the floor and exec
     of /bin/true, interleaved run by run."""
     times, otimes, ftimes, ttimes = [], [], [], []
-    gw = "10.66.0.1" if variant == "bridge" else "10.67.0.1"
-    host_if = BR if variant == "bridge" else "phys0"
+    on_bridge = variant in ("bridge", "bridge6", "dual")
+    gw = "10.66.0.1" if on_bridge else "10.67.0.1"
+    host_if = BR if on_bridge else "phys0"
+    if variant not in ("bridge", "macvlan"):
+        floor = None  # the floor does IPv4 only: these variants are compared with "bridge"
 
     def addr(k):
-        return f"10.{66 if variant == 'bridge' else 67}.{1 + k // 250}.{1 + k % 250}/16"
+        return f"10.{66 if on_bridge else 67}.{1 + k // 250}.{1 + k % 250}/16"
+
+    def arg(k):
+        """ADDR@GW of the command line: IPv4, IPv6 (bridge6) or both (dual)."""
+        v6 = f"fd66::{1 + k // 250:x}:{1 + k % 250:x}/64@fd66::1"
+        if variant == "bridge6":
+            return v6
+        return f"{addr(k)}@{gw}" + (f",{v6}" if variant == "dual" else "")
 
     for i in range(n):
         c = container()
         try:
-            times.append(timed([binary, "--no-netns-link", host_if, str(c.pid), f"{addr(seq + i)}@{gw}"]))
+            times.append(timed([binary, "--no-netns-link", host_if, str(c.pid), arg(seq + i)]))
         finally:
             gone(c)
         if other:
             c = container()
             try:
-                otimes.append(timed([other, "--no-netns-link", host_if, str(c.pid), f"{addr(seq + 2 * n + i)}@{gw}"]))
+                otimes.append(timed([other, "--no-netns-link", host_if, str(c.pid), arg(seq + 2 * n + i)]))
             finally:
                 gone(c)
         if floor:
@@ -243,17 +264,34 @@ def run_apply_floor(n, rep):
         # the host ends went with their containers' namespaces
 
 
-def run_apply_kernel_floor(n, rep):
+def ipv6_off(conts):
+    """IPv6 off in each stand-in container: its new interfaces get no IPv6 (no link-local
+    address, so no DAD, MLD or router solicitation). /proc/sys/net is the namespace of the
+    process that opens it, so this enters each one in turn."""
+    own = os.open("/proc/self/ns/net", os.O_RDONLY)
+    try:
+        for c in conts:
+            enter(f"/proc/{c.pid}/ns/net")
+            with open("/proc/sys/net/ipv6/conf/default/disable_ipv6", "w") as f:
+                f.write("1")
+    finally:
+        libc.setns(own, CLONE_NEWNET)
+        os.close(own)
+    return conts
+
+
+def run_apply_kernel_floor(n, rep, variant="bridge+announce", v6=True):
     """The kernel work of `pipe apply` itself, without pipe: for n fresh containers, one
     in-process raw-netlink client (bench/netlink_floor.py) makes what pipe makes, one after
     the other: veth into the bridge, container end up with arp_notify, its address, the MAC
-    set again (a gratuitous ARP flooded to every port). Timed from outside, per batch."""
-    conts = containers(n)
+    set again (a gratuitous ARP flooded to every port). Timed from outside, per batch.
+    variant "bridge" leaves the announcement out; v6=False turns the containers' IPv6 off."""
+    conts = containers(n) if v6 else ipv6_off(containers(n))
     floor = Floor()
     try:
         t0 = time.perf_counter_ns()
         for i, c in enumerate(conts):
-            floor.attach("bridge+announce", c.pid, BR, f"10.66.{100 + i // 250}.{1 + i % 250}/16", "-")
+            floor.attach(variant, c.pid, BR, f"10.66.{100 + i // 250}.{1 + i % 250}/16", "-")
         return (time.perf_counter_ns() - t0) / 1e6
     finally:
         floor.close()
@@ -262,8 +300,8 @@ def run_apply_kernel_floor(n, rep):
             c.wait()
 
 
-def run_apply(binary, n):
-    conts = containers(n)
+def run_apply(binary, n, v6=True):
+    conts = containers(n) if v6 else ipv6_off(containers(n))
     path = f"/tmp/pb-apply-{os.getpid()}.toml"
     try:
         with open(path, "w") as f:
@@ -318,6 +356,8 @@ def main():
     ap.add_argument("--peers", action="store_true")
     ap.add_argument("--apply", default="", help="comma-separated container counts, e.g. 100,1000")
     ap.add_argument("--apply-floor", action="store_true")
+    ap.add_argument("--apply-parts", action="store_true")
+    ap.add_argument("--run-tmpfs", action="store_true")
     ap.add_argument("--reps", type=int, default=1)
     ap.add_argument("--no-limit", action="store_true")
     ap.add_argument("--vs", help="a second pipe binary (e.g. an older build), interleaved with --bin")
@@ -330,6 +370,17 @@ def main():
         sys.exit(f"{binary} missing: RUSTFLAGS='-C target-feature=+crt-static' cargo build --release "
                  f"--target {os.uname().machine}-unknown-linux-gnu (or give --bin)")
 
+    run_fs = "ext4?"
+    if args.run_tmpfs:
+        # A private mount namespace (nothing outside this process tree sees it) with a tmpfs
+        # on /run: the state directory and /run/netns live there, as on systemd hosts.
+        if libc.unshare(0x00020000) != 0:  # CLONE_NEWNS
+            sys.exit(f"unshare(CLONE_NEWNS): {os.strerror(ctypes.get_errno())}")
+        sh("mount", "--make-rprivate", "/")
+        sh("mount", "-t", "tmpfs", "-o", "mode=0755", "tmpfs", "/run")
+        os.makedirs("/run/netns", exist_ok=True)
+        os.environ.setdefault("PIPE_STATE_DIR", f"/run/pb-state-{os.getpid()}")
+    run_fs = subprocess.run(["stat", "-f", "-c", "%T", "/run"], capture_output=True, text=True).stdout.strip()
     # pipe's records go to a directory of this run (not the host's /run/pipe), removed at the end.
     own_state = None
     if "PIPE_STATE_DIR" not in os.environ:
@@ -352,7 +403,7 @@ def main():
             results[v] = ts
             if vs:
                 results[f"{v} (--vs)"] = os_
-            if floor:
+            if fs:
                 limits[v] = (fs, tr)
         if floor:
             floor.close()
@@ -360,6 +411,7 @@ def main():
             results.update(run_docker(binary, args.docker, args.n))
         for n in [int(x) for x in args.apply.split(",") if x]:
             runs, fl, vruns, kf = [], [], [], []
+            parts = {}
             for rep in range(args.reps):
                 runs.append(run_apply(binary, n))
                 if vs:
@@ -367,7 +419,15 @@ def main():
                 if args.apply_floor:
                     fl.append(run_apply_floor(n, rep))
                     kf.append(run_apply_kernel_floor(n, rep))
-            applies[n] = (runs, fl, vruns, kf)
+                if args.apply_parts:
+                    for label, fn in (
+                        ("kernel: up + address, no announcement", lambda: run_apply_kernel_floor(n, rep, "bridge")),
+                        ("kernel: up + address, no announcement, IPv6 off", lambda: run_apply_kernel_floor(n, rep, "bridge", False)),
+                        ("kernel: up + address + announcement, IPv6 off", lambda: run_apply_kernel_floor(n, rep, v6=False)),
+                        ("pipe apply, IPv6 off", lambda: run_apply(binary, n, False)[0]),
+                    ):
+                        parts.setdefault(label, []).append(fn())
+            applies[n] = (runs, fl, vruns, kf, parts)
         libc.setns(root, CLONE_NEWNET)
     finally:
         teardown()
@@ -379,7 +439,7 @@ def main():
     steal = 100 * (steal1[0] - steal0[0]) / max(1, steal1[1] - steal0[1])
     print(f"pipe attach, whole process, n={args.n}, bridge ports={args.ports}, other links={args.links}, "
           f"load {' '.join(load)}, steal {steal:.0f}% (CPU time taken by another guest), "
-          f"{time.strftime('%Y-%m-%d %H:%M')}")
+          f"{time.strftime('%Y-%m-%d %H:%M')}, /run on {run_fs}, state dir {os.environ['PIPE_STATE_DIR']}")
     print(f"binary {binary} ({linkage(binary)})" + (f", --vs {vs} ({linkage(vs)})" if vs else ""))
     print(f"{'variant':<14}{'median ms':>10}{'p90 ms':>10}{'min ms':>10}")
     for k, ts in results.items():
@@ -396,7 +456,7 @@ def main():
               f"pipe {p:.2f} ms = {p / (f + t):.2f}x")
 
     per, vper = {}, {}
-    for n, (runs, fl, vruns, kf) in applies.items():
+    for n, (runs, fl, vruns, kf, parts) in applies.items():
         for who, rs, pr in (("pipe", runs, per), ("pipe --vs", vruns, vper)):
             if not rs:
                 continue
@@ -411,6 +471,20 @@ def main():
                 km = statistics.median(kf)
                 line += f"; same kernel work in-process {km:.0f} ms ({km / n:.2f} ms each): {ms / km:.2f}x"
             print(line + f" [median of {len(rs)}]")
+        for label, ts in parts.items():
+            m = statistics.median(ts)
+            line = f"  {n} containers, {label}: {m:.0f} ms ({m / n:.2f} ms each)"
+            if fl:
+                line += f", {m / statistics.median(fl):.2f}x the ip -batch floor"
+            print(line)
+    # The same growth for each part timed with --apply-parts, against the same floor.
+    for label in next(iter(applies.values()))[4] if applies else []:
+        pr = {n: (statistics.median(a[4][label]) / n, statistics.median(a[1]) / n)
+              for n, a in applies.items() if a[1]}
+        if len(pr) >= 2:
+            lo, hi = min(pr), max(pr)
+            gp, gf = pr[hi][0] / pr[lo][0], pr[hi][1] / pr[lo][1]
+            print(f"{label}: per-container growth {lo} -> {hi}: {gp:.2f}x, floor {gf:.2f}x, ratio {gp / gf:.2f}")
     for who, pr in (("pipe", per), ("pipe --vs", vper)):
         if len(pr) >= 2:
             lo, hi = min(pr), max(pr)
