@@ -45,7 +45,7 @@ ipv6\t'An IPv6 address other than link-local, past duplicate address detection'"
 complete -c pipe -n "__fish_pipe_needs_command" -l state-dir -d 'Where pipe keeps its records of what it created (an absolute path)' -r -F
 complete -c pipe -n "__fish_pipe_needs_command" -l direct-phys -d 'Move HOST_IF itself (or its VLAN sub-interface HOST_IF.VLAN) into the container, renamed to IFNAME; its old name is kept in the interface alias'
 complete -c pipe -n "__fish_pipe_needs_command" -l host-shim -d 'With a macvlan (bridge mode) or an ipvlan (l3, l3s): let the host and the container reach each other through a shared host-side sibling on the parent (a macvlan, or an ipvlan of the container\'s mode; created once, tagged pipe:shared, removed with its last user) and a /32 (/128) route to each of the container\'s addresses'
-complete -c pipe -n "__fish_pipe_needs_command" -s n -l dry-run -d 'Print the plan as equivalent ip commands and change nothing'
+complete -c pipe -n "__fish_pipe_needs_command" -s n -l dry-run -d 'Print the plan as equivalent ip commands and change nothing (pipe\'s state directory included: its records are read, no directory, lock or record is created)'
 complete -c pipe -n "__fish_pipe_needs_command" -s v -l verbose -d 'More logging (-v: info, -vv: debug, -vvv: trace); RUST_LOG also works'
 complete -c pipe -n "__fish_pipe_needs_command" -l json -d 'Print the result as one JSON object'
 complete -c pipe -n "__fish_pipe_needs_command" -l no-netns-link -d 'Do not link the container\'s namespace into /var/run/netns'
@@ -67,35 +67,35 @@ complete -c pipe -n "__fish_pipe_using_subcommand detach" -s i -l container-ifna
 complete -c pipe -n "__fish_pipe_using_subcommand detach" -l timeout -d 'Seconds to wait for a starting container to get a PID (0 to 86400)' -r
 complete -c pipe -n "__fish_pipe_using_subcommand detach" -l state-dir -d 'Where pipe keeps its records of what it created (an absolute path)' -r -F
 complete -c pipe -n "__fish_pipe_using_subcommand detach" -l force -d 'Delete the interface even if pipe did not create it'
-complete -c pipe -n "__fish_pipe_using_subcommand detach" -s n -l dry-run -d 'Print the plan as equivalent ip commands and change nothing'
+complete -c pipe -n "__fish_pipe_using_subcommand detach" -s n -l dry-run -d 'Print the plan as equivalent ip commands and change nothing (pipe\'s state directory included: its records are read, no directory, lock or record is created)'
 complete -c pipe -n "__fish_pipe_using_subcommand detach" -s v -l verbose -d 'More logging (-v: info, -vv: debug, -vvv: trace); RUST_LOG also works'
 complete -c pipe -n "__fish_pipe_using_subcommand detach" -l json -d 'Print the result as one JSON object'
 complete -c pipe -n "__fish_pipe_using_subcommand detach" -s h -l help -d 'Print help'
 complete -c pipe -n "__fish_pipe_using_subcommand apply" -l state-dir -d 'Where pipe keeps its records of what it created (an absolute path)' -r -F
 complete -c pipe -n "__fish_pipe_using_subcommand apply" -l persist -d 'Record the attachments as persistent, for pipe watch'
-complete -c pipe -n "__fish_pipe_using_subcommand apply" -s n -l dry-run -d 'Print the plan as equivalent ip commands and change nothing'
+complete -c pipe -n "__fish_pipe_using_subcommand apply" -s n -l dry-run -d 'Print the plan as equivalent ip commands and change nothing (pipe\'s state directory included: its records are read, no directory, lock or record is created)'
 complete -c pipe -n "__fish_pipe_using_subcommand apply" -s v -l verbose -d 'More logging (-v: info, -vv: debug, -vvv: trace); RUST_LOG also works'
 complete -c pipe -n "__fish_pipe_using_subcommand apply" -l json -d 'Print the result as one JSON object'
 complete -c pipe -n "__fish_pipe_using_subcommand apply" -s h -l help -d 'Print help'
 complete -c pipe -n "__fish_pipe_using_subcommand gc" -l state-dir -d 'Where pipe keeps its records of what it created (an absolute path)' -r -F
-complete -c pipe -n "__fish_pipe_using_subcommand gc" -s n -l dry-run -d 'Print the plan as equivalent ip commands and change nothing'
+complete -c pipe -n "__fish_pipe_using_subcommand gc" -s n -l dry-run -d 'Print the plan as equivalent ip commands and change nothing (pipe\'s state directory included: its records are read, no directory, lock or record is created)'
 complete -c pipe -n "__fish_pipe_using_subcommand gc" -s v -l verbose -d 'More logging (-v: info, -vv: debug, -vvv: trace); RUST_LOG also works'
 complete -c pipe -n "__fish_pipe_using_subcommand gc" -l json -d 'Print the result as one JSON object'
 complete -c pipe -n "__fish_pipe_using_subcommand gc" -s h -l help -d 'Print help'
 complete -c pipe -n "__fish_pipe_using_subcommand watch" -l file -d 'Declarative attachments (TOML, one [[attach]] table per interface); a missing file at the default path means none' -r -F
 complete -c pipe -n "__fish_pipe_using_subcommand watch" -l state-dir -d 'Where pipe keeps its records of what it created (an absolute path)' -r -F
 complete -c pipe -n "__fish_pipe_using_subcommand watch" -l once -d 'Apply to the running containers once, then exit (no event stream)'
-complete -c pipe -n "__fish_pipe_using_subcommand watch" -s n -l dry-run -d 'Print the plan as equivalent ip commands and change nothing'
+complete -c pipe -n "__fish_pipe_using_subcommand watch" -s n -l dry-run -d 'Print the plan as equivalent ip commands and change nothing (pipe\'s state directory included: its records are read, no directory, lock or record is created)'
 complete -c pipe -n "__fish_pipe_using_subcommand watch" -s v -l verbose -d 'More logging (-v: info, -vv: debug, -vvv: trace); RUST_LOG also works'
 complete -c pipe -n "__fish_pipe_using_subcommand watch" -l json -d 'Print the result as one JSON object'
 complete -c pipe -n "__fish_pipe_using_subcommand watch" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c pipe -n "__fish_pipe_using_subcommand route" -l state-dir -d 'Where pipe keeps its records of what it created (an absolute path)' -r -F
-complete -c pipe -n "__fish_pipe_using_subcommand route" -s n -l dry-run -d 'Print the plan as equivalent ip commands and change nothing'
+complete -c pipe -n "__fish_pipe_using_subcommand route" -s n -l dry-run -d 'Print the plan as equivalent ip commands and change nothing (pipe\'s state directory included: its records are read, no directory, lock or record is created)'
 complete -c pipe -n "__fish_pipe_using_subcommand route" -s v -l verbose -d 'More logging (-v: info, -vv: debug, -vvv: trace); RUST_LOG also works'
 complete -c pipe -n "__fish_pipe_using_subcommand route" -l json -d 'Print the result as one JSON object'
 complete -c pipe -n "__fish_pipe_using_subcommand route" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c pipe -n "__fish_pipe_using_subcommand rule" -l state-dir -d 'Where pipe keeps its records of what it created (an absolute path)' -r -F
-complete -c pipe -n "__fish_pipe_using_subcommand rule" -s n -l dry-run -d 'Print the plan as equivalent ip commands and change nothing'
+complete -c pipe -n "__fish_pipe_using_subcommand rule" -s n -l dry-run -d 'Print the plan as equivalent ip commands and change nothing (pipe\'s state directory included: its records are read, no directory, lock or record is created)'
 complete -c pipe -n "__fish_pipe_using_subcommand rule" -s v -l verbose -d 'More logging (-v: info, -vv: debug, -vvv: trace); RUST_LOG also works'
 complete -c pipe -n "__fish_pipe_using_subcommand rule" -l json -d 'Print the result as one JSON object'
 complete -c pipe -n "__fish_pipe_using_subcommand rule" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -104,14 +104,14 @@ complete -c pipe -n "__fish_pipe_using_subcommand link" -l peer-ifname -d 'Inter
 complete -c pipe -n "__fish_pipe_using_subcommand link" -l mtu -d 'MTU of both ends, 68 to 65535 (at least 1280 with IPv6; default 1500)' -r
 complete -c pipe -n "__fish_pipe_using_subcommand link" -l timeout -d 'Seconds to wait for a starting container to get a PID (0 to 86400)' -r
 complete -c pipe -n "__fish_pipe_using_subcommand link" -l state-dir -d 'Where pipe keeps its records of what it created (an absolute path)' -r -F
-complete -c pipe -n "__fish_pipe_using_subcommand link" -s n -l dry-run -d 'Print the plan as equivalent ip commands and change nothing'
+complete -c pipe -n "__fish_pipe_using_subcommand link" -s n -l dry-run -d 'Print the plan as equivalent ip commands and change nothing (pipe\'s state directory included: its records are read, no directory, lock or record is created)'
 complete -c pipe -n "__fish_pipe_using_subcommand link" -s v -l verbose -d 'More logging (-v: info, -vv: debug, -vvv: trace); RUST_LOG also works'
 complete -c pipe -n "__fish_pipe_using_subcommand link" -l json -d 'Print the result as one JSON object'
 complete -c pipe -n "__fish_pipe_using_subcommand link" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c pipe -n "__fish_pipe_using_subcommand selftest" -l state-dir -d 'Where pipe keeps its records of what it created (an absolute path)' -r -F
 complete -c pipe -n "__fish_pipe_using_subcommand selftest" -l keep -d 'Stop before the detach and leave the namespaces and attachments for inspection'
 complete -c pipe -n "__fish_pipe_using_subcommand selftest" -l clean -d 'Remove what earlier `pipe selftest --keep` (or interrupted) runs left'
-complete -c pipe -n "__fish_pipe_using_subcommand selftest" -s n -l dry-run -d 'Print the plan as equivalent ip commands and change nothing'
+complete -c pipe -n "__fish_pipe_using_subcommand selftest" -s n -l dry-run -d 'Print the plan as equivalent ip commands and change nothing (pipe\'s state directory included: its records are read, no directory, lock or record is created)'
 complete -c pipe -n "__fish_pipe_using_subcommand selftest" -s v -l verbose -d 'More logging (-v: info, -vv: debug, -vvv: trace); RUST_LOG also works'
 complete -c pipe -n "__fish_pipe_using_subcommand selftest" -l json -d 'Print the result as one JSON object'
 complete -c pipe -n "__fish_pipe_using_subcommand selftest" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -120,17 +120,17 @@ drifted\t''
 stale\t''
 pending\t''"
 complete -c pipe -n "__fish_pipe_using_subcommand list" -l state-dir -d 'Where pipe keeps its records of what it created (an absolute path)' -r -F
-complete -c pipe -n "__fish_pipe_using_subcommand list" -s n -l dry-run -d 'Print the plan as equivalent ip commands and change nothing'
+complete -c pipe -n "__fish_pipe_using_subcommand list" -s n -l dry-run -d 'Print the plan as equivalent ip commands and change nothing (pipe\'s state directory included: its records are read, no directory, lock or record is created)'
 complete -c pipe -n "__fish_pipe_using_subcommand list" -s v -l verbose -d 'More logging (-v: info, -vv: debug, -vvv: trace); RUST_LOG also works'
 complete -c pipe -n "__fish_pipe_using_subcommand list" -l json -d 'Print the result as one JSON object'
 complete -c pipe -n "__fish_pipe_using_subcommand list" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c pipe -n "__fish_pipe_using_subcommand doctor" -l state-dir -d 'Where pipe keeps its records of what it created (an absolute path)' -r -F
-complete -c pipe -n "__fish_pipe_using_subcommand doctor" -s n -l dry-run -d 'Print the plan as equivalent ip commands and change nothing'
+complete -c pipe -n "__fish_pipe_using_subcommand doctor" -s n -l dry-run -d 'Print the plan as equivalent ip commands and change nothing (pipe\'s state directory included: its records are read, no directory, lock or record is created)'
 complete -c pipe -n "__fish_pipe_using_subcommand doctor" -s v -l verbose -d 'More logging (-v: info, -vv: debug, -vvv: trace); RUST_LOG also works'
 complete -c pipe -n "__fish_pipe_using_subcommand doctor" -l json -d 'Print the result as one JSON object'
 complete -c pipe -n "__fish_pipe_using_subcommand doctor" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c pipe -n "__fish_pipe_using_subcommand tc" -l state-dir -d 'Where pipe keeps its records of what it created (an absolute path)' -r -F
-complete -c pipe -n "__fish_pipe_using_subcommand tc" -s n -l dry-run -d 'Print the plan as equivalent ip commands and change nothing'
+complete -c pipe -n "__fish_pipe_using_subcommand tc" -s n -l dry-run -d 'Print the plan as equivalent ip commands and change nothing (pipe\'s state directory included: its records are read, no directory, lock or record is created)'
 complete -c pipe -n "__fish_pipe_using_subcommand tc" -s v -l verbose -d 'More logging (-v: info, -vv: debug, -vvv: trace); RUST_LOG also works'
 complete -c pipe -n "__fish_pipe_using_subcommand tc" -l json -d 'Print the result as one JSON object'
 complete -c pipe -n "__fish_pipe_using_subcommand tc" -s h -l help -d 'Print help'

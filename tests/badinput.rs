@@ -178,6 +178,87 @@ fn a_relative_state_dir_is_refused_and_nothing_is_created() {
     std::fs::remove_dir_all(&cwd).unwrap();
 }
 
+/// A directory removed when the test ends, passed or failed.
+struct TmpDir(std::path::PathBuf);
+
+impl Drop for TmpDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Every file and directory under `d`, relative to it, sorted.
+fn tree(d: &std::path::Path) -> Vec<String> {
+    fn walk(base: &std::path::Path, d: &std::path::Path, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(d).unwrap().flatten() {
+            let p = e.path();
+            out.push(p.strip_prefix(base).unwrap().display().to_string());
+            if e.file_type().unwrap().is_dir() {
+                walk(base, &p, out);
+            }
+        }
+    }
+    let mut v = Vec::new();
+    walk(d, d, &mut v);
+    v.sort();
+    v
+}
+
+/// A dry run (and `list`, which only reads) creates nothing: not the state
+/// directory when there is none, and no lock file or record in one that
+/// exists. Each still answers from the records it finds.
+#[test]
+fn dry_runs_and_list_create_nothing_in_the_state_dir() {
+    let h = Ns::new("bidr");
+    let c = Container::new();
+    let pid = c.pid_s();
+    let tmp = TmpDir(tmpdir("bidr"));
+    let sd = tmp.0.join("state");
+    let sds = sd.to_str().unwrap().to_string();
+    let file = tmp.0.join("attach.toml");
+    std::fs::write(
+        &file,
+        format!("[[attach]]\ncontainer = \"{pid}\"\nhost = \"brbidr\"\naddr = \"10.9.0.3/24\"\n"),
+    )
+    .unwrap();
+    let env = [("PIPE_STATE_DIR", sds.as_str())];
+    let dry: Vec<Vec<&str>> = vec![
+        vec!["-n", "-i", "eth2", "brbidr", &pid, "10.9.0.2/24"],
+        vec!["-n", "detach", &pid, "-i", "eth2"],
+        vec!["-n", "gc"],
+        vec!["list"],
+        vec!["-n", "apply", file.to_str().unwrap()],
+        vec!["-n", "link", &pid, "10.8.0.1/30", &pid, "10.8.0.2/30"],
+    ];
+    for args in &dry {
+        let o = pipe_in(Some(&h), args, &env);
+        assert!(!sd.exists(), "{args:?} created {sds}: {}", stderr(&o));
+    }
+    // A real attach makes the directory; the dry runs then leave it as it is.
+    let o = pipe_in(
+        Some(&h),
+        &["--no-netns-link", "brbidr", &pid, "10.9.0.4/24"],
+        &env,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let before = tree(&sd);
+    assert!(
+        before.iter().any(|p| p.starts_with("attachments/")),
+        "no record after an attach: {before:?}"
+    );
+    for args in &dry {
+        let o = pipe_in(Some(&h), args, &env);
+        assert_eq!(tree(&sd), before, "{args:?} changed {sds}: {}", stderr(&o));
+    }
+    // The dry runs still read the record: a dry detach of eth1 plans its removal.
+    let o = pipe_in(Some(&h), &["-n", "detach", &pid], &env);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("record"), "{}", stdout(&o));
+    assert_eq!(tree(&sd), before);
+    let o = pipe_in(Some(&h), &["detach", &pid], &env);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
 #[test]
 fn global_options_before_a_verb_and_dry_run_json() {
     let h = Ns::new("bih");

@@ -165,7 +165,8 @@ pub struct Top {
     #[arg(long, conflicts_with_all = ["direct_phys"])]
     pub host_shim: bool,
 
-    /// Print the plan as equivalent ip commands and change nothing.
+    /// Print the plan as equivalent ip commands and change nothing (pipe's state directory
+    /// included: its records are read, no directory, lock or record is created).
     #[arg(short = 'n', long, global = true)]
     pub dry_run: bool,
 

@@ -109,7 +109,10 @@ pub fn host_here(r: &Record) -> bool {
 /// The state directory, opened without following symlinks. Files are created
 /// 0600 and directories 0700 whatever the umask.
 pub struct Store {
-    root: OwnedFd,
+    /// `None`: opened for reading only ([`Store::peek`]) and there is no state directory.
+    root: Option<OwnedFd>,
+    /// Create missing directories and fix their modes; `false` for [`Store::peek`].
+    create: bool,
     path: PathBuf,
     /// Subdirectories opened (and checked) once per Store: an attach asks for
     /// `attachments` four times and `locks` twice.
@@ -125,12 +128,17 @@ const DIR_FLAGS: OFlag = OFlag::O_DIRECTORY
     .union(OFlag::O_CLOEXEC)
     .union(OFlag::O_RDONLY);
 
-/// Open (creating if needed) directory `name` under `dir` with mode 0700.
-fn open_dir_at(dir: impl AsFd, name: &str, what: &std::path::Path) -> io::Result<OwnedFd> {
+/// Open (with `create`, creating if needed) directory `name` under `dir` with mode 0700.
+fn open_dir_at(
+    dir: impl AsFd,
+    name: &str,
+    what: &std::path::Path,
+    create: bool,
+) -> io::Result<OwnedFd> {
     // Open first: the directory exists on every run but the first, and a
     // mkdirat that fails with EEXIST is a wasted path walk on each.
     let fd = match openat(dir.as_fd(), name, DIR_FLAGS, Mode::empty()) {
-        Err(Errno::ENOENT) => {
+        Err(Errno::ENOENT) if create => {
             match mkdirat(dir.as_fd(), name, Mode::from_bits_truncate(0o700)) {
                 Ok(()) | Err(Errno::EEXIST) => {}
                 Err(e) => return Err(errno_io(e)),
@@ -146,12 +154,12 @@ fn open_dir_at(dir: impl AsFd, name: &str, what: &std::path::Path) -> io::Result
         )),
         e => errno_io(e),
     })?;
-    secure_dir(&fd, what)?;
+    secure_dir(&fd, what, create)?;
     Ok(fd)
 }
 
-/// A state directory must be root's own and 0700 (fixed if it is ours).
-fn secure_dir(fd: &OwnedFd, what: &std::path::Path) -> io::Result<()> {
+/// A state directory must be root's own and 0700 (with `fix`, fixed if it is ours).
+fn secure_dir(fd: &OwnedFd, what: &std::path::Path, fix: bool) -> io::Result<()> {
     let st = fstat(fd).map_err(errno_io)?;
     if st.st_uid != nix::unistd::geteuid().as_raw() {
         return Err(io::Error::other(format!(
@@ -160,7 +168,7 @@ fn secure_dir(fd: &OwnedFd, what: &std::path::Path) -> io::Result<()> {
             st.st_uid
         )));
     }
-    if st.st_mode & 0o077 != 0 {
+    if fix && st.st_mode & 0o077 != 0 {
         fchmod(fd, Mode::from_bits_truncate(0o700)).map_err(errno_io)?;
     }
     Ok(())
@@ -169,6 +177,17 @@ fn secure_dir(fd: &OwnedFd, what: &std::path::Path) -> io::Result<()> {
 impl Store {
     /// Open the state directory (`--state-dir`, default /run/pipe), creating it.
     pub fn open() -> io::Result<Store> {
+        Self::open_with(true)
+    }
+
+    /// Open the state directory for reading only, as a dry run does: nothing
+    /// is created or changed (no directory, no lock file, no mode fixed). A
+    /// missing state directory reads as one without records.
+    pub fn peek() -> io::Result<Store> {
+        Self::open_with(false)
+    }
+
+    fn open_with(create: bool) -> io::Result<Store> {
         let path = state_dir();
         let parent = path
             .parent()
@@ -182,7 +201,14 @@ impl Store {
             )
         };
         // The parent (/run) is there on every run but the first.
+        let peek_none = || Store {
+            root: None,
+            create,
+            path: path.clone(),
+            subdirs: std::sync::Mutex::new(Vec::new()),
+        };
         let pfd = match open_parent() {
+            Err(nix::errno::Errno::ENOENT) if !create => return Ok(peek_none()),
             Err(nix::errno::Errno::ENOENT) => {
                 std::fs::create_dir_all(parent)?;
                 open_parent()
@@ -199,9 +225,13 @@ impl Store {
         let name = name
             .to_str()
             .ok_or_else(|| io::Error::other("state dir name is not UTF-8"))?;
-        let root = open_dir_at(&pfd, name, &path)?;
+        let root = match open_dir_at(&pfd, name, &path, create) {
+            Err(e) if !create && e.kind() == io::ErrorKind::NotFound => return Ok(peek_none()),
+            r => r?,
+        };
         Ok(Store {
-            root,
+            root: Some(root),
+            create,
             path,
             subdirs: std::sync::Mutex::new(Vec::new()),
         })
@@ -211,13 +241,27 @@ impl Store {
         &self.path
     }
 
+    /// Refuse to change a store opened with [`Store::peek`] (a dry run).
+    fn writable(&self) -> io::Result<()> {
+        if self.create {
+            Ok(())
+        } else {
+            Err(io::Error::other(
+                "internal: a change asked of a state directory opened read-only (dry run)",
+            ))
+        }
+    }
+
     /// A subdirectory (`attachments`, `netns`, `locks`), created 0700.
     pub fn dir(&self, name: &str) -> io::Result<OwnedFd> {
         let mut cache = self.subdirs.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((_, fd)) = cache.iter().find(|(n, _)| n == name) {
             return fd.try_clone();
         }
-        let fd = open_dir_at(&self.root, name, &self.path.join(name))?;
+        let root = self.root.as_ref().ok_or_else(|| {
+            io::Error::new(io::ErrorKind::NotFound, "no state directory (dry run)")
+        })?;
+        let fd = open_dir_at(root, name, &self.path.join(name), self.create)?;
         cache.push((name.to_string(), fd.try_clone()?));
         Ok(fd)
     }
@@ -337,7 +381,11 @@ impl Store {
 
     /// The record of one attachment; an unreadable or tampered one is an error.
     pub fn load(&self, id: &AttachmentId) -> io::Result<Option<Record>> {
-        let d = self.records()?;
+        let d = match self.records() {
+            // Read-only (a dry run) and no records directory: no record.
+            Err(e) if !self.create && e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            r => r?,
+        };
         let name = id.file_name();
         match Self::read_at(&d, &name, MAX_RECORD)? {
             None => Ok(None),
@@ -346,6 +394,7 @@ impl Store {
     }
 
     pub fn save(&self, r: &Record) -> io::Result<()> {
+        self.writable()?;
         let d = self.records()?;
         let mut body = serde_json::to_vec_pretty(r).map_err(io::Error::other)?;
         body.push(b'\n');
@@ -353,6 +402,7 @@ impl Store {
     }
 
     pub fn remove(&self, id: &AttachmentId) -> io::Result<()> {
+        self.writable()?;
         Self::remove_at(&self.records()?, &id.file_name())
     }
 
@@ -522,6 +572,7 @@ impl Store {
     }
 
     fn lock_file(&self, name: &str, exclusive: bool, wait: bool) -> io::Result<Option<Lock>> {
+        self.writable()?;
         let d = self.dir("locks")?;
         loop {
             let fd = openat(

@@ -72,15 +72,20 @@ pub async fn attach_resolved(
     let guest = Netlink::from_socket(sock)
         .map_err(|c| Error::kernel("opening a netlink socket in the container", c))?;
 
-    let store = detach::open_store()?;
+    let store = detach::open_store_for(dry_run)?;
     let id = state::AttachmentId::new(target.netns.id, spec.ifname.clone());
-    // One attach, detach or collection of this attachment at a time.
-    let _lock = store.lock(&id, true).map_err(|e| {
-        Error::Refused(format!(
-            "taking the lock of {id} in {}: {e}",
-            store.path().display()
-        ))
-    })?;
+    // One attach, detach or collection of this attachment at a time (a dry
+    // run only reads, and leaves no lock file behind).
+    let _lock = if dry_run {
+        None
+    } else {
+        store.lock(&id, true).map_err(|e| {
+            Error::Refused(format!(
+                "taking the lock of {id} in {}: {e}",
+                store.path().display()
+            ))
+        })?
+    };
     let mut old = detach::load(&store, &id)?;
     if let Some(o) = &old
         && !o.same_netns(cookie)

@@ -245,7 +245,18 @@ pub fn guest_socket(ns: &netns::Netns, label: &str) -> Result<Netlink> {
 }
 
 pub fn open_store() -> Result<Store> {
-    Store::open().map_err(|e| {
+    open_store_for(false)
+}
+
+/// The state directory, opened to change it, or (`dry_run`) only to read it:
+/// a dry run creates nothing there, not even the directory or a lock file.
+pub fn open_store_for(dry_run: bool) -> Result<Store> {
+    if dry_run {
+        Store::peek()
+    } else {
+        Store::open()
+    }
+    .map_err(|e| {
         Error::Refused(format!(
             "cannot open pipe's state directory {}: {e}",
             crate::sys::store::state_dir().display()
@@ -266,7 +277,7 @@ pub fn load(store: &Store, id: &AttachmentId) -> Result<Option<Record>> {
 pub async fn detach(d: &DetachSpec, dry_run: bool) -> Result<Outcome> {
     let host =
         Netlink::current().map_err(|c| Error::kernel("opening a netlink socket on the host", c))?;
-    let store = open_store()?;
+    let store = open_store_for(dry_run)?;
     let target = match crate::sys::guest::resolve(&d.guest, d.timeout).await {
         Ok(t) => Some(t),
         Err(e) => {
@@ -330,12 +341,17 @@ async fn one(
     force: bool,
     dry_run: bool,
 ) -> Result<Outcome> {
-    let _lock = store.lock(&id, true).map_err(|e| {
-        Error::Refused(format!(
-            "taking the lock of {id} in {}: {e}",
-            store.path().display()
-        ))
-    })?;
+    // A dry run only reads (its store is read-only): no lock file for it.
+    let _lock = if dry_run {
+        None
+    } else {
+        store.lock(&id, true).map_err(|e| {
+            Error::Refused(format!(
+                "taking the lock of {id} in {}: {e}",
+                store.path().display()
+            ))
+        })?
+    };
     let mut f = observe(store, &id, label, guest.map(|g| g.1)).await?;
     if let (Some((ns, _)), Some(r)) = (guest, &f.record)
         && !r.same_netns(netns::cookie(ns))
@@ -462,9 +478,15 @@ pub async fn collect(
     dry_run: bool,
 ) -> std::result::Result<Vec<String>, Vec<String>> {
     let id = r.id();
-    let Ok(Some(lock)) = store.lock(&id, false) else {
-        debug!("{id}: busy, skipped");
-        return Ok(Vec::new());
+    // A dry run only reads (its store is read-only): it takes no lock.
+    let lock = if dry_run {
+        None
+    } else {
+        let Ok(Some(lock)) = store.lock(&id, false) else {
+            debug!("{id}: busy, skipped");
+            return Ok(Vec::new());
+        };
+        Some(lock)
     };
     // Read again under the lock: it may have changed or gone meanwhile.
     let r = match store.load(&id) {
@@ -536,7 +558,10 @@ pub async fn collect(
     }
     let done = exec::teardown(&ops, &cx).await;
     let gone = ops.iter().any(|o| matches!(o, Teardown::RemoveRecord(_)));
-    if gone && done.failed.is_empty() {
+    if gone
+        && done.failed.is_empty()
+        && let Some(lock) = lock
+    {
         store.drop_lock_file(lock);
     }
     let what = match why {

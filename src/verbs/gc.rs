@@ -33,7 +33,7 @@ use crate::verbs::detach;
 pub async fn gc(dry_run: bool) -> Result<Vec<String>> {
     let host =
         Netlink::current().map_err(|c| Error::kernel("opening a netlink socket on the host", c))?;
-    let store = detach::open_store()?;
+    let store = detach::open_store_for(dry_run)?;
     let (removed, fails) = collect_all(&store, &host, dry_run).await?;
     if fails.is_empty() {
         Ok(removed)

@@ -168,7 +168,8 @@ pub async fn list(f: &Filter) -> crate::domain::error::Result<Listing> {
     if !state_dir().is_dir() {
         return Ok(out);
     }
-    let store = crate::verbs::detach::open_store()?;
+    // Listing only reads: it creates no state directory.
+    let store = crate::verbs::detach::open_store_for(true)?;
     let host = Netlink::current().ok();
     let wanted_ns = f.guest.as_deref().and_then(ns_of_guest);
     let mut docker_down: Option<String> = None;
