@@ -259,6 +259,48 @@ fn dry_runs_and_list_create_nothing_in_the_state_dir() {
     assert!(o.status.success(), "{}", stderr(&o));
 }
 
+/// A detach refused because nothing is there leaves no lock file behind, and
+/// a detach that removes an attachment takes its lock file with its record.
+#[test]
+fn detach_leaves_no_lock_file_behind() {
+    let h = Ns::new("bidl");
+    let c = Container::new();
+    let pid = c.pid_s();
+    let tmp = TmpDir(tmpdir("bidl"));
+    let sd = tmp.0.join("state");
+    let env = [("PIPE_STATE_DIR", sd.to_str().unwrap())];
+    // (shared.lock, the host-wide lock of shared objects, is one fixed file.)
+    let files = |sub: &str| -> Vec<String> {
+        match std::fs::read_dir(sd.join(sub)) {
+            Ok(rd) => rd
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n != "shared.lock")
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    };
+    let o = pipe_in(Some(&h), &["detach", &pid, "-i", "eth7"], &env);
+    assert_fails(&o, 1, "nothing to detach");
+    assert!(files("locks").is_empty(), "{:?}", files("locks"));
+
+    let o = pipe_in(
+        Some(&h),
+        &["--no-netns-link", "brbidl", &pid, "10.9.1.4/24"],
+        &env,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(files("attachments").len(), 1, "{:?}", files("attachments"));
+    let o = pipe_in(Some(&h), &["detach", &pid], &env);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        files("attachments").is_empty(),
+        "{:?}",
+        files("attachments")
+    );
+    assert!(files("locks").is_empty(), "{:?}", files("locks"));
+}
+
 #[test]
 fn global_options_before_a_verb_and_dry_run_json() {
     let h = Ns::new("bih");

@@ -342,7 +342,7 @@ async fn one(
     dry_run: bool,
 ) -> Result<Outcome> {
     // A dry run only reads (its store is read-only): no lock file for it.
-    let _lock = if dry_run {
+    let lock = if dry_run {
         None
     } else {
         store.lock(&id, true).map_err(|e| {
@@ -387,7 +387,19 @@ async fn one(
             r.from_file = false;
         }
     }
-    let ops = plan(&f, why)?;
+    let ops = match plan(&f, why) {
+        Ok(ops) => ops,
+        Err(e) => {
+            // Refused (nothing there, or not pipe's): with no record, the lock
+            // file this run made guards nothing; it goes, held, as gc would.
+            if f.record.is_none()
+                && let Some(l) = lock
+            {
+                store.drop_lock_file(l);
+            }
+            return Err(e);
+        }
+    };
     if dry_run {
         for s in &ops {
             println!("{s}");
@@ -406,6 +418,13 @@ async fn one(
         store,
     };
     let done = exec::teardown(&ops, &cx).await;
+    // No record left: its lock file goes too (held, as collect does).
+    if done.failed.is_empty()
+        && (f.record.is_none() || ops.iter().any(|o| matches!(o, Teardown::RemoveRecord(_))))
+        && let Some(l) = lock
+    {
+        store.drop_lock_file(l);
+    }
     if !done.failed.is_empty() {
         return Err(Error::Refused(format!(
             "detach could not finish: {}{}",
