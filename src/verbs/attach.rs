@@ -47,18 +47,15 @@ pub async fn attach_one(
     attach_resolved(spec, target, &host, dry_run, persist).await
 }
 
-/// The rest of an attach once the guest is resolved, on a given host
-/// connection (`pipe apply` shares one across many attachments).
-pub async fn attach_resolved(
-    spec: &AttachSpec,
-    target: guest::Target,
-    host: &Netlink,
-    dry_run: bool,
-    persist: bool,
-) -> Result<Option<report::Report>> {
-    if let Some(n) = &target.note {
-        eprintln!("pipe: note: {n}");
-    }
+/// A netlink connection inside the container, and the cookie of the
+/// namespace it was opened in (what a record is checked against).
+pub struct GuestConn {
+    pub nl: Netlink,
+    pub cookie: Option<u64>,
+}
+
+/// Open the container's netlink connection (one socket made in its namespace).
+pub fn open_guest(target: &guest::Target) -> Result<GuestConn> {
     let sock = netns::socket_in(&target.netns).map_err(|e| {
         Error::kernel(
             format!("entering the network namespace of {}", target.label),
@@ -69,8 +66,38 @@ pub async fn attach_resolved(
         use std::os::fd::AsRawFd;
         netns::cookie_of_socket(sock.as_raw_fd())
     };
-    let guest = Netlink::from_socket(sock)
+    let nl = Netlink::from_socket(sock)
         .map_err(|c| Error::kernel("opening a netlink socket in the container", c))?;
+    Ok(GuestConn { nl, cookie })
+}
+
+/// The rest of an attach once the guest is resolved, on a given host
+/// connection (`pipe apply` shares one across many attachments).
+pub async fn attach_resolved(
+    spec: &AttachSpec,
+    target: guest::Target,
+    host: &Netlink,
+    dry_run: bool,
+    persist: bool,
+) -> Result<Option<report::Report>> {
+    let g = open_guest(&target)?;
+    attach_with(spec, target, host, &g, dry_run, persist).await
+}
+
+/// [`attach_resolved`] on a container connection the caller opened already
+/// (the CNI plugin looks up CNI_IFNAME on it first).
+pub async fn attach_with(
+    spec: &AttachSpec,
+    target: guest::Target,
+    host: &Netlink,
+    g: &GuestConn,
+    dry_run: bool,
+    persist: bool,
+) -> Result<Option<report::Report>> {
+    if let Some(n) = &target.note {
+        eprintln!("pipe: note: {n}");
+    }
+    let (guest, cookie) = (&g.nl, g.cookie);
 
     let store = detach::open_store_for(dry_run)?;
     let id = state::AttachmentId::new(target.netns.id, spec.ifname.clone());
@@ -108,12 +135,12 @@ pub async fn attach_resolved(
         }
         // A run of this very attachment was killed half-way: finish its
         // rollback from the journal before starting afresh.
-        recover(&store, host, &target, &guest, &id).await?;
+        recover(&store, host, &target, guest, &id).await?;
         old = None;
     }
 
     precheck::ipv6_enabled(spec, &target)?;
-    let facts = facts::observe(spec, &target, host, &guest).await?;
+    let facts = facts::observe(spec, &target, host, guest).await?;
     for n in precheck::notes(spec, &facts) {
         eprintln!("pipe: note: {n}");
     }
@@ -133,7 +160,7 @@ pub async fn attach_resolved(
                 old.clone(),
                 &facts.host_veth,
                 host,
-                &guest,
+                guest,
                 &target,
                 &id,
             )
@@ -187,7 +214,7 @@ pub async fn attach_resolved(
             ))
         })?;
     }
-    let applied = match exec::apply(&plan, &target, host, &guest, &store, &id).await {
+    let applied = match exec::apply(&plan, &target, host, guest, &store, &id).await {
         Ok(a) => a,
         Err(e) => {
             // Rolled back: the journal goes back to what it was.

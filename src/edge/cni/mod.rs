@@ -295,8 +295,10 @@ impl Ctx<'_> {
             target.link_name = None;
             // A container ID names one sandbox: a restarted pod gets another.
             target.once = true;
-            let guest = self.guest_nl(&target.netns)?;
+            // One connection in the container: this lookup, then the attach.
+            let guest = crate::verbs::attach::open_guest(&target).map_err(|e| self.core(e))?;
             if guest
+                .nl
                 .link(ifname.as_str())
                 .await
                 .map_err(|c| self.core(Error::kernel(format!("looking up {ifname}"), c)))?
@@ -367,7 +369,9 @@ impl Ctx<'_> {
             host_shim: false,
         };
         let report =
-            match crate::verbs::attach::attach_resolved(&spec, target, &host, false, false).await {
+            match crate::verbs::attach::attach_with(&spec, target, &host, &guest, false, false)
+                .await
+            {
                 Ok(Some(r)) => r,
                 Ok(None) => unreachable!("not a dry run"),
                 Err(e) => {
@@ -394,7 +398,7 @@ impl Ctx<'_> {
         // What the attach cannot express: IPAM routes other than the default.
         let finish = async {
             if let Some(r) = &ipam_res {
-                self.extra_routes(&guest, &ifname, r).await?;
+                self.extra_routes(&guest.nl, &ifname, r).await?;
             }
             store::save(&mapping).map_err(|e| {
                 self.err(
