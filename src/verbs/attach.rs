@@ -101,18 +101,7 @@ pub async fn attach_with(
 
     let store = detach::open_store_for(dry_run)?;
     let id = state::AttachmentId::new(target.netns.id, spec.ifname.clone());
-    // One attach, detach or collection of this attachment at a time (a dry
-    // run only reads, and leaves no lock file behind).
-    let _lock = if dry_run {
-        None
-    } else {
-        store.lock(&id, true).map_err(|e| {
-            Error::Refused(format!(
-                "taking the lock of {id} in {}: {e}",
-                store.path().display()
-            ))
-        })?
-    };
+    let _lock = detach::lock_unless_dry(&store, &id, dry_run)?;
     let mut old = detach::load(&store, &id)?;
     if let Some(o) = &old
         && !o.same_netns(cookie)

@@ -264,6 +264,25 @@ pub fn open_store_for(dry_run: bool) -> Result<Store> {
     })
 }
 
+/// The lock of one attachment (waiting for it): one attach, detach or
+/// collection of it at a time. A dry run takes none (its store is read-only
+/// and it leaves no lock file behind).
+pub fn lock_unless_dry(
+    store: &Store,
+    id: &AttachmentId,
+    dry_run: bool,
+) -> Result<Option<crate::sys::store::Lock>> {
+    if dry_run {
+        return Ok(None);
+    }
+    store.lock(id, true).map_err(|e| {
+        Error::Refused(format!(
+            "taking the lock of {id} in {}: {e}",
+            store.path().display()
+        ))
+    })
+}
+
 pub fn load(store: &Store, id: &AttachmentId) -> Result<Option<Record>> {
     store.load(id).map_err(|e| {
         Error::Refused(format!(
@@ -342,16 +361,7 @@ async fn one(
     dry_run: bool,
 ) -> Result<Outcome> {
     // A dry run only reads (its store is read-only): no lock file for it.
-    let lock = if dry_run {
-        None
-    } else {
-        store.lock(&id, true).map_err(|e| {
-            Error::Refused(format!(
-                "taking the lock of {id} in {}: {e}",
-                store.path().display()
-            ))
-        })?
-    };
+    let lock = lock_unless_dry(store, &id, dry_run)?;
     let mut f = observe(store, &id, label, guest.map(|g| g.1)).await?;
     if let (Some((ns, _)), Some(r)) = (guest, &f.record)
         && !r.same_netns(netns::cookie(ns))

@@ -313,16 +313,7 @@ pub async fn link(
     let id_a = AttachmentId::new(ta.netns.id, spec.ifname_a.clone());
     let id_b = AttachmentId::new(tb.netns.id, spec.ifname_b.clone());
     let store = crate::verbs::detach::open_store_for(dry_run)?;
-    let _lock = if dry_run {
-        None
-    } else {
-        store.lock(&id_a, true).map_err(|e| {
-            Error::Refused(format!(
-                "taking the lock of {id_a} in {}: {e}",
-                store.path().display()
-            ))
-        })?
-    };
+    let _lock = crate::verbs::detach::lock_unless_dry(&store, &id_a, dry_run)?;
     let old = crate::verbs::detach::load(&store, &id_a)?;
     let (xa, xb) = futures::join!(
         look(&ga, &spec.ifname_a, &ta.label),
