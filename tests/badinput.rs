@@ -204,16 +204,23 @@ fn tree(d: &std::path::Path) -> Vec<String> {
     v
 }
 
+/// A host namespace, a stand-in container, and a state directory path (not
+/// created) under a directory removed when the test ends.
+fn state_case(tag: &str) -> (Ns, Container, String, TmpDir, std::path::PathBuf) {
+    let h = Ns::new(tag);
+    let c = Container::new();
+    let pid = c.pid_s();
+    let tmp = TmpDir(tmpdir(tag));
+    let sd = tmp.0.join("state");
+    (h, c, pid, tmp, sd)
+}
+
 /// A dry run (and `list`, which only reads) creates nothing: not the state
 /// directory when there is none, and no lock file or record in one that
 /// exists. Each still answers from the records it finds.
 #[test]
 fn dry_runs_and_list_create_nothing_in_the_state_dir() {
-    let h = Ns::new("bidr");
-    let c = Container::new();
-    let pid = c.pid_s();
-    let tmp = TmpDir(tmpdir("bidr"));
-    let sd = tmp.0.join("state");
+    let (h, _c, pid, tmp, sd) = state_case("bidr");
     let sds = sd.to_str().unwrap().to_string();
     let file = tmp.0.join("attach.toml");
     std::fs::write(
@@ -259,15 +266,12 @@ fn dry_runs_and_list_create_nothing_in_the_state_dir() {
     assert!(o.status.success(), "{}", stderr(&o));
 }
 
-/// A detach refused because nothing is there leaves no lock file behind, and
-/// a detach that removes an attachment takes its lock file with its record.
+/// A detach refused because nothing is there and a first attach that fails
+/// leave no lock file behind, and a detach that removes an attachment takes
+/// its lock file with its record.
 #[test]
 fn detach_leaves_no_lock_file_behind() {
-    let h = Ns::new("bidl");
-    let c = Container::new();
-    let pid = c.pid_s();
-    let tmp = TmpDir(tmpdir("bidl"));
-    let sd = tmp.0.join("state");
+    let (h, _c, pid, _tmp, sd) = state_case("bidl");
     let env = [("PIPE_STATE_DIR", sd.to_str().unwrap())];
     // (shared.lock, the host-wide lock of shared objects, is one fixed file.)
     let files = |sub: &str| -> Vec<String> {
@@ -282,6 +286,21 @@ fn detach_leaves_no_lock_file_behind() {
     };
     let o = pipe_in(Some(&h), &["detach", &pid, "-i", "eth7"], &env);
     assert_fails(&o, 1, "nothing to detach");
+    assert!(files("locks").is_empty(), "{:?}", files("locks"));
+    // A first attach refused after taking its lock (no such host interface).
+    let o = pipe_in(
+        Some(&h),
+        &[
+            "--no-netns-link",
+            "-i",
+            "eth8",
+            "nosuchif0",
+            &pid,
+            "10.9.1.5/24",
+        ],
+        &env,
+    );
+    assert_fails(&o, 1, "nosuchif0");
     assert!(files("locks").is_empty(), "{:?}", files("locks"));
 
     let o = pipe_in(

@@ -559,8 +559,20 @@ impl Store {
 
     /// The lock of one attachment, held for a whole attach, detach or
     /// collection of it: two verbs on one attachment never interleave.
+    ///
+    /// Released with no record of the attachment on file (a refused or
+    /// rolled-back first attach, a detach, a collection), the lock takes its
+    /// file along, still holding it (see [`Lock`]): no verb leaves one behind.
     pub fn lock(&self, id: &AttachmentId, wait: bool) -> io::Result<Option<Lock>> {
-        self.lock_file(&id.lock_name(), true, wait)
+        let mut lock = self.lock_file(&id.lock_name(), true, wait)?;
+        if let Some(l) = lock.as_mut() {
+            l.tidy = Some(Tidy {
+                locks: self.dir("locks")?,
+                records: self.records()?,
+                record: id.file_name(),
+            });
+        }
+        Ok(lock)
     }
 
     /// The host-wide lock of shared objects (bridges, VLAN sub-interfaces,
@@ -610,21 +622,12 @@ impl Store {
                     return Ok(Some(Lock {
                         fd,
                         name: name.to_string(),
+                        tidy: None,
                     }));
                 }
                 _ => continue,
             }
         }
-    }
-
-    /// Remove the lock file of an attachment that has no record any more; only
-    /// while holding it, so no one can be waiting on a file that goes away
-    /// unnoticed (lockers check the inode after locking).
-    pub fn drop_lock_file(&self, lock: Lock) {
-        if let Ok(d) = self.dir("locks") {
-            let _ = Self::remove_at(&d, &lock.name);
-        }
-        drop(lock);
     }
 }
 
@@ -632,6 +635,32 @@ impl Store {
 pub struct Lock {
     fd: OwnedFd,
     name: String,
+    /// An attachment's lock ([`Store::lock`]): what its release checks.
+    tidy: Option<Tidy>,
+}
+
+/// Where an attachment's record would be, and the directory of its lock file.
+struct Tidy {
+    locks: OwnedFd,
+    records: OwnedFd,
+    record: String,
+}
+
+impl Drop for Lock {
+    /// An attachment with no record on file has no use for its lock file: it
+    /// is removed here, before the flock goes with `fd`, so no one can be
+    /// waiting on a file that goes away unnoticed (lockers check the inode
+    /// after locking and take a new file). A killed run leaves it to gc.
+    fn drop(&mut self) {
+        if let Some(t) = &self.tidy
+            && matches!(
+                fstatat(&t.records, t.record.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW),
+                Err(Errno::ENOENT)
+            )
+        {
+            let _ = Store::remove_at(&t.locks, &self.name);
+        }
+    }
 }
 
 impl Lock {

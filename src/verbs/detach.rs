@@ -361,7 +361,7 @@ async fn one(
     dry_run: bool,
 ) -> Result<Outcome> {
     // A dry run only reads (its store is read-only): no lock file for it.
-    let lock = lock_unless_dry(store, &id, dry_run)?;
+    let _lock = lock_unless_dry(store, &id, dry_run)?;
     let mut f = observe(store, &id, label, guest.map(|g| g.1)).await?;
     if let (Some((ns, _)), Some(r)) = (guest, &f.record)
         && !r.same_netns(netns::cookie(ns))
@@ -397,19 +397,7 @@ async fn one(
             r.from_file = false;
         }
     }
-    let ops = match plan(&f, why) {
-        Ok(ops) => ops,
-        Err(e) => {
-            // Refused (nothing there, or not pipe's): with no record, the lock
-            // file this run made guards nothing; it goes, held, as gc would.
-            if f.record.is_none()
-                && let Some(l) = lock
-            {
-                store.drop_lock_file(l);
-            }
-            return Err(e);
-        }
-    };
+    let ops = plan(&f, why)?;
     if dry_run {
         for s in &ops {
             println!("{s}");
@@ -428,13 +416,6 @@ async fn one(
         store,
     };
     let done = exec::teardown(&ops, &cx).await;
-    // No record left: its lock file goes too (held, as collect does).
-    if done.failed.is_empty()
-        && (f.record.is_none() || ops.iter().any(|o| matches!(o, Teardown::RemoveRecord(_))))
-        && let Some(l) = lock
-    {
-        store.drop_lock_file(l);
-    }
     if !done.failed.is_empty() {
         return Err(Error::Refused(format!(
             "detach could not finish: {}{}",
@@ -507,8 +488,9 @@ pub async fn collect(
     dry_run: bool,
 ) -> std::result::Result<Vec<String>, Vec<String>> {
     let id = r.id();
-    // A dry run only reads (its store is read-only): it takes no lock.
-    let lock = if dry_run {
+    // A dry run only reads (its store is read-only): it takes no lock. The
+    // lock's file goes with it when the record does.
+    let _lock = if dry_run {
         None
     } else {
         let Ok(Some(lock)) = store.lock(&id, false) else {
@@ -587,12 +569,6 @@ pub async fn collect(
     }
     let done = exec::teardown(&ops, &cx).await;
     let gone = ops.iter().any(|o| matches!(o, Teardown::RemoveRecord(_)));
-    if gone
-        && done.failed.is_empty()
-        && let Some(lock) = lock
-    {
-        store.drop_lock_file(lock);
-    }
     let what = match why {
         Why::Recover => "interrupted attach of",
         _ => "attachment",

@@ -167,11 +167,10 @@ pub async fn collect_all(
                 if records.iter().any(|r| r.id().file_name() == json) {
                     continue;
                 }
-                if let Some(id) = parse_stem(stem)
-                    && let Ok(Some(lock)) = store.lock(&id, false)
-                    && matches!(store.load(&id), Ok(None))
-                {
-                    store.drop_lock_file(lock);
+                // Taken and released at once (unless busy): an attachment's
+                // lock takes its file along when there is no record.
+                if let Some(id) = parse_stem(stem) {
+                    let _ = store.lock(&id, false);
                 }
             }
         }
