@@ -147,6 +147,15 @@ def cpu_times():
     return v[7], sum(v)
 
 
+def growth(pr):
+    """pr: {N: (pipe's ms per container, the floor's)} -> (lowest N, highest N, pipe's
+    per-container growth between them, the floor's), or None with fewer than two N."""
+    if len(pr) < 2:
+        return None
+    lo, hi = min(pr), max(pr)
+    return lo, hi, pr[hi][0] / pr[lo][0], pr[hi][1] / pr[lo][1]
+
+
 def pct(xs, p):
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
@@ -277,7 +286,6 @@ def ipv6_off(conts):
     finally:
         libc.setns(own, CLONE_NEWNET)
         os.close(own)
-    return conts
 
 
 def run_apply_kernel_floor(n, rep, variant="bridge+announce", v6=True):
@@ -286,9 +294,11 @@ def run_apply_kernel_floor(n, rep, variant="bridge+announce", v6=True):
     the other: veth into the bridge, container end up with arp_notify, its address, the MAC
     set again (a gratuitous ARP flooded to every port). Timed from outside, per batch.
     variant "bridge" leaves the announcement out; v6=False turns the containers' IPv6 off."""
-    conts = containers(n) if v6 else ipv6_off(containers(n))
+    conts = containers(n)
     floor = Floor()
     try:
+        if not v6:
+            ipv6_off(conts)
         t0 = time.perf_counter_ns()
         for i, c in enumerate(conts):
             floor.attach(variant, c.pid, BR, f"10.66.{100 + i // 250}.{1 + i % 250}/16", "-")
@@ -301,9 +311,11 @@ def run_apply_kernel_floor(n, rep, variant="bridge+announce", v6=True):
 
 
 def run_apply(binary, n, v6=True):
-    conts = containers(n) if v6 else ipv6_off(containers(n))
+    conts = containers(n)
     path = f"/tmp/pb-apply-{os.getpid()}.toml"
     try:
+        if not v6:
+            ipv6_off(conts)
         with open(path, "w") as f:
             for i, c in enumerate(conts):
                 f.write(f'[[attach]]\ncontainer = "{c.pid}"\nhost = "{BR}"\naddr = "10.66.{100 + i // 250}.{1 + i % 250}/16"\n\n')
@@ -370,7 +382,6 @@ def main():
         sys.exit(f"{binary} missing: RUSTFLAGS='-C target-feature=+crt-static' cargo build --release "
                  f"--target {os.uname().machine}-unknown-linux-gnu (or give --bin)")
 
-    run_fs = "ext4?"
     if args.run_tmpfs:
         # A private mount namespace (nothing outside this process tree sees it) with a tmpfs
         # on /run: the state directory and /run/netns live there, as on systemd hosts.
@@ -481,14 +492,12 @@ def main():
     for label in next(iter(applies.values()))[4] if applies else []:
         pr = {n: (statistics.median(a[4][label]) / n, statistics.median(a[1]) / n)
               for n, a in applies.items() if a[1]}
-        if len(pr) >= 2:
-            lo, hi = min(pr), max(pr)
-            gp, gf = pr[hi][0] / pr[lo][0], pr[hi][1] / pr[lo][1]
+        if g := growth(pr):
+            lo, hi, gp, gf = g
             print(f"{label}: per-container growth {lo} -> {hi}: {gp:.2f}x, floor {gf:.2f}x, ratio {gp / gf:.2f}")
     for who, pr in (("pipe", per), ("pipe --vs", vper)):
-        if len(pr) >= 2:
-            lo, hi = min(pr), max(pr)
-            gp, gf = pr[hi][0] / pr[lo][0], pr[hi][1] / pr[lo][1]
+        if g := growth(pr):
+            lo, hi, gp, gf = g
             print(f"{who}: per-container growth {lo} -> {hi}: pipe {gp:.2f}x, floor {gf:.2f}x, "
                   f"ratio {gp / gf:.2f} (target <= 1.3)")
 
