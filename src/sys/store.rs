@@ -567,7 +567,6 @@ impl Store {
         let mut lock = self.lock_file(&id.lock_name(), true, wait)?;
         if let Some(l) = lock.as_mut() {
             l.tidy = Some(Tidy {
-                locks: self.dir("locks")?,
                 records: self.records()?,
                 record: id.file_name(),
             });
@@ -622,6 +621,7 @@ impl Store {
                     return Ok(Some(Lock {
                         fd,
                         name: name.to_string(),
+                        dir: d,
                         tidy: None,
                     }));
                 }
@@ -635,13 +635,14 @@ impl Store {
 pub struct Lock {
     fd: OwnedFd,
     name: String,
+    /// The `locks` directory the file is in.
+    dir: OwnedFd,
     /// An attachment's lock ([`Store::lock`]): what its release checks.
     tidy: Option<Tidy>,
 }
 
-/// Where an attachment's record would be, and the directory of its lock file.
+/// Where an attachment's record would be.
 struct Tidy {
-    locks: OwnedFd,
     records: OwnedFd,
     record: String,
 }
@@ -658,7 +659,7 @@ impl Drop for Lock {
                 Err(Errno::ENOENT)
             )
         {
-            let _ = Store::remove_at(&t.locks, &self.name);
+            let _ = Store::remove_at(&self.dir, &self.name);
         }
     }
 }
